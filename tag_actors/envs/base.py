@@ -1,0 +1,123 @@
+"""Level 0: a real environment seen as a batch of ``num_envs`` copies with named agents.
+
+Adapters (VMAS, PettingZoo parallel, Gymnasium) implement ``BatchedEnv``. ``Level0`` adds what every adapter
+shares: a time limit, next-step auto-reset (an env copy that ended is reset on the following tick, so the final
+observation of an episode reaches every level for bootstrapping), and per-copy episode returns.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tag_actors.spaces import Box, Space
+
+
+class BatchedEnv(ABC):
+    """``num_envs`` copies of a multi-agent env; every array has ``num_envs`` as its leading dimension."""
+
+    agent_names: list[str]
+    num_envs: int
+
+    @abstractmethod
+    def observation_space(self, agent: str) -> Box: ...
+
+    @abstractmethod
+    def action_space(self, agent: str) -> Space: ...
+
+    @abstractmethod
+    def reset(self, seed: int) -> dict[str, np.ndarray]:
+        """Reset every copy; observations ``(num_envs, obs_dim)`` float32 per agent."""
+
+    @abstractmethod
+    def step(
+        self, actions: dict[str, np.ndarray], reset_mask: np.ndarray
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        """Step the copies not in ``reset_mask`` and reset those in it.
+
+        Returns (observations, rewards ``(num_envs,)`` float32 per agent, terminated, truncated) where rows of reset
+        copies hold their initial observation, zero reward and False flags.
+        """
+
+    def heuristic(self, agent: str) -> Callable[[np.ndarray], np.ndarray] | None:
+        """A scripted policy for one agent (obs batch -> action batch), or None if the env has none."""
+        return None
+
+    def render(self, index: int = 0) -> np.ndarray | None:
+        """An RGB frame of copy ``index`` (for evaluation videos), or None."""
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class Tick:
+    """What level 0 reports after a tick (per agent dicts, flags per env copy)."""
+
+    obs: dict[str, np.ndarray]
+    rewards: dict[str, np.ndarray]
+    terminated: np.ndarray
+    truncated: np.ndarray
+    first: np.ndarray
+    """True where this row is the first observation of a new episode (reward meaningless, no window open)."""
+
+
+class Level0:
+    """Drives a BatchedEnv with a time limit and next-step auto-reset; counts real env steps."""
+
+    def __init__(self, env: BatchedEnv, max_steps: int):
+        self.env = env
+        self.max_steps = max_steps
+        n = env.num_envs
+        self.episode_len = np.zeros(n, dtype=np.int64)
+        self.pending_reset = np.zeros(n, dtype=bool)
+        self.env_steps = 0
+        self.episode_return = {a: np.zeros(n, dtype=np.float64) for a in env.agent_names}
+        self.finished_episodes: list[dict[str, Any]] = []
+        """Episodes that ended since the last ``pop_finished()``: {"env": i, "length": n, "return": {agent: r}}."""
+
+    def reset(self, seed: int) -> Tick:
+        obs = self.env.reset(seed)
+        n = self.env.num_envs
+        self.episode_len[:] = 0
+        self.pending_reset[:] = False
+        zeros = {a: np.zeros(n, dtype=np.float32) for a in self.env.agent_names}
+        for r in self.episode_return.values():
+            r[:] = 0
+        flags = np.zeros(n, dtype=bool)
+        return Tick(obs, zeros, flags, flags.copy(), np.ones(n, dtype=bool))
+
+    def step(self, actions: dict[str, np.ndarray]) -> Tick:
+        first = self.pending_reset.copy()
+        obs, rewards, terminated, truncated = self.env.step(actions, first)
+        stepped = ~first
+        self.env_steps += int(stepped.sum())
+        self.episode_len[first] = 0
+        self.episode_len[stepped] += 1
+        truncated = truncated | ((self.episode_len >= self.max_steps) & stepped & ~terminated)
+        terminated = terminated & stepped
+        truncated = truncated & stepped
+        for a, r in rewards.items():
+            ret = self.episode_return[a]
+            ret[first] = 0
+            ret[stepped] += r[stepped]
+        ended = terminated | truncated
+        for i in np.flatnonzero(ended):
+            self.finished_episodes.append(
+                {
+                    "env": int(i),
+                    "length": int(self.episode_len[i]),
+                    "return": {a: float(r[i]) for a, r in self.episode_return.items()},
+                }
+            )
+        self.pending_reset = ended
+        return Tick(obs, rewards, terminated, truncated, first)
+
+    def pop_finished(self) -> list[dict[str, Any]]:
+        out, self.finished_episodes = self.finished_episodes, []
+        return out
