@@ -1,0 +1,284 @@
+"""One process of a run: the env or one agent, fed over the wire. ``python -m tag_actors.actor RUN_DIR NAME``.
+
+The launcher writes ``RUN_DIR/config.json`` (the resolved config) and ``RUN_DIR/plan.json`` (endpoints, metrics
+ports) and starts one of these per process. The loop of an agent is the lockstep tick of DESIGN.md §3:
+
+    children's UP ─▶ node.on_children ─▶ UP to parent ─▶ parent's DOWN ─▶ node.on_instruction ─▶ DOWN to children
+
+A run ends with explicit, acknowledged messages: the env marks its last UP with ``stop``; the marker travels to
+the top, which answers STOP; every agent checkpoints, passes STOP down, and acknowledges (BYE) once its whole
+subtree has. SIGTERM/SIGINT checkpoint and exit at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tag_actors import config as config_mod
+from tag_actors.node import AgentNode, Report
+from tag_actors.topology import ENV, Plan, build_plan
+from tag_actors.transport import ChildLink, Hub, Link, ParentLink, PeerLost
+from tag_actors.wire import (
+    HandshakeError,
+    Hello,
+    Kind,
+    Message,
+    Welcome,
+    check_hello,
+    check_welcome,
+    pack_flags,
+    unpack_flags,
+)
+
+log = logging.getLogger("tag_actors.actor")
+STOP_ACK_TIMEOUT_S = 60.0
+
+
+class Shutdown(BaseException):
+    """Raised by the SIGTERM/SIGINT handler; unwinds to the process's clean exit path."""
+
+
+def _raise_shutdown(signum: int, _frame: Any) -> None:
+    raise Shutdown(signal.Signals(signum).name)
+
+
+def up_message(report: Report, tick: int, env_steps: int, stop: bool) -> Message:
+    meta: dict[str, Any] = {"e": env_steps}
+    if stop:
+        meta["stop"] = True
+    arrays = {"x": report.message, "r": report.reward,
+              "f": pack_flags(report.terminated, report.truncated, report.first)}
+    return Message(Kind.UP, "", tick=tick, batch=len(report.reward), arrays=arrays, meta=meta)
+
+
+def report_of(msg: Message) -> Report:
+    try:
+        terminated, truncated, first = unpack_flags(msg.arrays["f"])
+        return Report(msg.arrays["x"], msg.arrays["r"], terminated, truncated, first)
+    except KeyError as e:
+        raise HandshakeError(f"UP from {msg.sender!r} lacks array {e.args[0]!r}") from None
+
+
+class Actor:
+    """What the env and agent processes share: config, plan, hub, metrics."""
+
+    def __init__(self, run_dir: Path, name: str):
+        self.run_dir = run_dir
+        self.name = name
+        raw = json.loads((run_dir / "config.json").read_text())
+        self.cfg = config_mod.from_dict(raw["config"], raw.get("source", str(run_dir / "config.json")))
+        self.plan: Plan = build_plan(self.cfg)
+        wiring = json.loads((run_dir / "plan.json").read_text())
+        self.plan.endpoints = wiring["endpoints"]
+        self.level = self.plan.level_of(name)
+        self.metrics = None
+        if self.cfg.run.metrics:
+            from tag_actors.metrics import ProcessMetrics
+
+            self.metrics = ProcessMetrics(self.cfg.run.name, "env" if name == ENV else "agent", name, self.level,
+                                          wiring.get("host", "local"))
+            self.metrics.serve(wiring["metrics_ports"][name], wiring.get("metrics_addr", "127.0.0.1"))
+            self.metrics.set_up()
+        run = self.cfg.run
+        self.hub = Hub(name, max_message_bytes=run.max_message_bytes, peer_timeout_s=run.peer_timeout_s,
+                       on_bad_frame=self._on_bad_frame)
+
+    def _on_bad_frame(self, peer: str, reason: str) -> None:
+        if self.metrics:
+            self.metrics.bad_frame(peer, reason)
+
+    def send(self, link: Link, msg: Message) -> None:
+        link.send(msg)
+        if self.metrics:
+            self.metrics.frame_sent(link.peer, 0)
+
+    def welcome_parent(self, link: ParentLink, me: str, message_space: Any, instruction: Any,
+                       info: dict[str, Any]) -> None:
+        msg = self.hub.recv(link, (Kind.HELLO,), self.cfg.run.startup_timeout_s, f"HELLO from parent {link.peer!r}")
+        hello = Hello.from_message(msg)
+        try:
+            check_hello(hello, me, self.cfg.env.num_envs, instruction)
+        except HandshakeError as e:
+            link.send(Message(Kind.REJECT, me, meta={"reason": str(e)}))
+            raise
+        link.send(Welcome(me, self.cfg.env.num_envs, message_space, instruction, info).to_message())
+        link.established = True
+
+    def stop_children(self, links: list[ChildLink]) -> None:
+        """Pass STOP down and wait until every child's subtree has acknowledged."""
+        for link in links:
+            link.send(Message(Kind.STOP, self.name))
+        for link in self.hub.recv_from_all(links, (Kind.BYE,), STOP_ACK_TIMEOUT_S, "BYE"):
+            link.established = False  # its process may exit now; that is no longer a lost peer
+
+
+class EnvActor(Actor):
+    def run(self) -> str:
+        from tag_actors.envs import make_env
+        from tag_actors.level_env import EnvLevel
+        from tag_actors.recorder import EnvRecorder
+
+        cfg = self.cfg
+        env = make_env(cfg.env.kind, cfg.env.scenario, cfg.env.num_envs, cfg.run.seed, dict(cfg.env.kwargs))
+        level = EnvLevel(env, cfg.env.max_steps)
+        if len(level.names) != cfg.env.n_agents:
+            raise config_mod.ConfigError(f"{cfg.source}: env.n_agents = {cfg.env.n_agents} but {cfg.env.kind} "
+                                         f"{cfg.env.scenario!r} has {len(level.names)} agents")
+        links = {c: self.hub.serve_parent(self.plan.endpoints[c], self.plan.parent[c], me=c) for c in level.names}
+        for child, link in links.items():
+            self.welcome_parent(link, child, level.message_space(child), level.instruction_space(child),
+                                level.info(child))
+        recorder = EnvRecorder(self.run_dir, level.level0, self.metrics, cfg.run.log_every_s)
+        reason = "interrupted"
+        try:
+            reports = level.reset(cfg.run.seed)
+            tick, stop = 0, False
+            ordered = list(links.items())
+            while True:
+                steps = level.level0.env_steps
+                for child, link in ordered:
+                    self.send(link, up_message(reports[child], tick, steps, stop))
+                if stop:
+                    self.hub.recv_from_all([lk for _, lk in ordered], (Kind.STOP,), None, "STOP")
+                    for _, link in ordered:
+                        link.established = False
+                        link.send(Message(Kind.BYE, ""))
+                    reason = "completed"
+                    return reason
+                downs = self.hub.recv_from_all([lk for _, lk in ordered], (Kind.DOWN,), None, "actions")
+                started = time.perf_counter()
+                reports = level.step({child: downs[link].arrays["a"] for child, link in ordered})
+                if self.metrics:
+                    self.metrics.observe_act(time.perf_counter() - started)
+                    self.metrics.tick()
+                    self.metrics.env_steps(level.level0.env_steps - steps)
+                recorder.after_tick()
+                tick += 1
+                stop = level.level0.env_steps >= cfg.run.total_env_steps
+        finally:
+            recorder.close(reason)
+            env.close()
+
+
+class AgentActor(Actor):
+    def run(self) -> str:
+        from tag_actors.recorder import NodeRecorder
+
+        cfg, spec = self.cfg, self.plan.node(self.name)
+        parent = self.plan.parent[self.name]
+        parent_link = self.hub.serve_parent(self.plan.endpoints[self.name], parent) if parent else None
+        children = [self.hub.connect_child(self.plan.endpoints[c], c) for c in spec.children]
+        sends = cfg.instruction_space(spec.level) if spec.level >= 2 else None
+        for link in children:
+            link.send(Hello(self.name, link.peer, cfg.env.num_envs, sends).to_message())
+        answers = self.hub.recv_from_all(children, (Kind.WELCOME, Kind.REJECT), cfg.run.startup_timeout_s,
+                                         "WELCOME (is the child process up?)")
+        welcomes = []
+        for link in children:
+            msg = answers[link]
+            if msg.kind == Kind.REJECT:
+                raise HandshakeError(f"child {link.peer!r} rejected {self.name!r}: {msg.meta.get('reason')}")
+            welcome = Welcome.from_message(msg)
+            check_welcome(welcome, self.name, link.peer, cfg.env.num_envs, sends)
+            link.established = True
+            welcomes.append(welcome)
+        instruction = cfg.instruction_space(spec.level + 1) if parent else None
+        node = AgentNode(spec, cfg.env.num_envs, [w.message_space.flat_dim for w in welcomes],
+                         [w.instruction_space for w in welcomes], instruction,
+                         welcomes[0].info if spec.level == 1 else None)
+        if parent_link:
+            self.welcome_parent(parent_link, self.name, node.message_space, instruction, {})
+        recorder = NodeRecorder(self.run_dir, node, self.metrics, cfg.run.checkpoint_every_s)
+        reason = "interrupted"
+        try:
+            reason = self.loop(node, children, parent_link, recorder)
+            return reason
+        finally:
+            recorder.close(reason)
+            node.agent.close()
+
+    def loop(self, node: AgentNode, children: list[ChildLink], parent_link: ParentLink | None,
+             recorder: Any) -> str:
+        hub, metrics = self.hub, self.metrics
+        tick = 0
+        while True:
+            ups = hub.recv_from_all(children, (Kind.UP,), None, "UP")
+            msgs = [ups[link] for link in children]
+            env_steps = msgs[0].meta.get("e", 0)
+            stop = any(m.meta.get("stop") for m in msgs)
+            report = node.on_children([report_of(m) for m in msgs])
+            instruction, stopped_by_parent = None, False
+            if parent_link is not None:
+                sent = time.perf_counter()
+                self.send(parent_link, up_message(report, tick, env_steps, stop))
+                down = hub.recv(parent_link, (Kind.DOWN, Kind.STOP), None, "DOWN")
+                if metrics:
+                    metrics.observe_roundtrip(parent_link.peer, time.perf_counter() - sent)
+                if down.kind == Kind.STOP:
+                    stop = stopped_by_parent = True
+                else:
+                    instruction = down.arrays["a"]
+            if stop:
+                recorder.after_tick(env_steps)
+                recorder.checkpoint()
+                self.stop_children(children)
+                if parent_link is not None:
+                    if not stopped_by_parent:
+                        hub.recv(parent_link, (Kind.STOP,), None, "STOP")
+                    parent_link.established = False
+                    parent_link.send(Message(Kind.BYE, ""))
+                return "completed"
+            actions = node.on_instruction(instruction)
+            for link, action in zip(children, actions, strict=True):
+                self.send(link, Message(Kind.DOWN, "", tick=tick, batch=len(action), arrays={"a": action}))
+            if metrics:
+                metrics.tick()
+                metrics.observe_act(node.last_act_seconds)
+            recorder.after_tick(env_steps)
+            tick += 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="run one process of a tag_actors run (started by the launcher)")
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("name")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {args.name} %(levelname)s %(message)s")
+    signal.signal(signal.SIGTERM, _raise_shutdown)
+    signal.signal(signal.SIGINT, _raise_shutdown)
+    actor: Actor | None = None
+    try:
+        actor = (EnvActor if args.name == ENV else AgentActor)(args.run_dir, args.name)
+        reason = actor.run()
+        log.info("finished: %s", reason)
+        return 0
+    except Shutdown as e:
+        log.info("stopped by %s; checkpoint and logs saved", e)
+        return 0
+    except PeerLost as e:
+        print(f"tag_actors: {args.name}: {e}", file=sys.stderr)
+        return 3
+    except Exception as e:  # noqa: BLE001 — the launcher shows this traceback with the process name
+        traceback.print_exc()
+        print(f"tag_actors: {args.name} failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if actor is not None:
+            actor.hub.close()
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    sys.exit(main())

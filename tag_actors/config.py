@@ -1,0 +1,243 @@
+"""Run configuration: TOML validated into typed dataclasses. Every error names the file, the key and what was
+expected, so a typo never reaches a process.
+
+    [run]     name, seed, mode, total_env_steps, transport, timeouts, checkpoints, metrics
+    [env]     kind, scenario, num_envs, n_agents, max_steps, [env.kwargs]
+    [[levels]] one table per level, bottom (level 1) first: agent, every, fan_in, message, instruction, [params]
+
+``--set key=value`` overrides use dotted keys (``run.seed=3``, ``levels.1.agent=ppo``, ``env.kwargs.n_agents=4``);
+the value is read as a TOML value, or as a plain string when it is not one.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tag_actors.spaces import Box, Discrete, Space
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the file and the key."""
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"
+    """Run name: labels metrics and names the run folder."""
+    seed: int = 0
+    """Seed for the env and every agent (each agent derives its own from it and its name)."""
+    mode: str = "lockstep"
+    """'lockstep': every level waits for the one above each tick (reproducible)."""
+    total_env_steps: int = 20_000
+    """Stop after this many env steps (summed over the env copies)."""
+    transport: str = "ipc"
+    """'ipc' (one host, unix sockets) or 'tcp'."""
+    bind_host: str = "127.0.0.1"
+    """Address tcp endpoints bind to and connect to on a single host."""
+    base_port: int = 0
+    """First tcp port for links (0: pick free ports)."""
+    startup_timeout_s: float = 120.0
+    """How long a process waits for its peers' handshakes before failing with their names."""
+    peer_timeout_s: float = 5.0
+    """ZMTP heartbeat timeout: a silent peer is declared lost after this long."""
+    checkpoint_every_s: float = 60.0
+    """Seconds between periodic checkpoints of every agent (0: only at the end)."""
+    log_every_s: float = 2.0
+    """Seconds between progress lines and status records."""
+    metrics: bool = True
+    """Serve Prometheus metrics from every process."""
+    metrics_base_port: int = 0
+    """First metrics port (process i gets base + i; 0: pick free ports)."""
+    max_message_bytes: int = 64 * 1024 * 1024
+    """Largest accepted message; bigger ones are dropped and counted."""
+
+
+@dataclass
+class EnvConfig:
+    kind: str = "vmas"
+    """'vmas', 'pettingzoo' or 'gymnasium'."""
+    scenario: str = "balance"
+    """Scenario name (vmas), module path (pettingzoo, e.g. 'mpe2.simple_spread_v3') or gym id."""
+    num_envs: int = 64
+    """Env copies stepped together; every message carries arrays with this leading dimension."""
+    n_agents: int = 4
+    """Number of agents the env has (one level-1 agent serves ``levels[0].fan_in`` of them)."""
+    max_steps: int = 100
+    """Time limit of an episode in env steps (truncation)."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments for the env constructor."""
+
+
+@dataclass
+class LevelConfig:
+    agent: str = "random"
+    """Agent type: random, heuristic, ppo, llm."""
+    every: int = 1
+    """Act every this many ticks of the level below; the action is held in between."""
+    fan_in: int = 1
+    """Children per agent (level 1: env agents per agent)."""
+    message: str = "identity"
+    """φ, the message sent up: identity (concatenate children), mean, project."""
+    message_dim: int = 0
+    """Message size for 'project'."""
+    instruction: dict[str, Any] = field(default_factory=dict)
+    """Levels >= 2: the instruction sent to each child: {type = 'box', dim = k} or {type = 'discrete', n = k}."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """Settings of the agent type (e.g. PPO hyperparameters)."""
+
+
+@dataclass
+class Config:
+    run: RunConfig
+    env: EnvConfig
+    levels: list[LevelConfig]
+    source: str = "<config>"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run": dataclasses.asdict(self.run), "env": dataclasses.asdict(self.env),
+                "levels": [dataclasses.asdict(lv) for lv in self.levels]}
+
+    def instruction_space(self, level: int) -> Space:
+        """The instruction an agent at ``level`` (>= 2) sends each child."""
+        spec = self.levels[level - 1].instruction
+        return Box((int(spec["dim"]),), -1.0, 1.0) if spec["type"] == "box" else Discrete(int(spec["n"]))
+
+
+def load(path: str | Path, overrides: list[str] | None = None) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the config: {e.strerror}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    for item in overrides or []:
+        apply_override(raw, item, str(path))
+    return from_dict(raw, str(path))
+
+
+def apply_override(raw: dict[str, Any], item: str, source: str) -> None:
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected key=value (e.g. run.seed=3)")
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text
+    parts = key.strip().split(".")
+    node: Any = raw
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"--set {key}: {'.'.join(parts[:i])} has {len(node)} entries, no index {part!r}")
+            node = node[int(part)]
+        else:
+            node = node.setdefault(part, {})
+        if not isinstance(node, dict | list):
+            raise ConfigError(f"--set {key}: {'.'.join(parts[:i + 1])} is not a table")
+    if isinstance(node, list):
+        raise ConfigError(f"--set {key}: cannot set a whole list entry")
+    node[parts[-1]] = value
+
+
+def _check_type(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    expected = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    if tp in expected:
+        if isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
+            return value
+        raise ConfigError(f"{where}: expected {expected[tp]}, got {type(value).__name__} {value!r}")
+    if origin is dict or tp is dict:
+        if isinstance(value, dict):
+            return value
+        raise ConfigError(f"{where}: expected a table, got {type(value).__name__} {value!r}")
+    if origin in (list, types.UnionType):
+        return value
+    return value
+
+
+def _build(cls: type, raw: Any, where: str, source: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: {where} must be a table, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        raise ConfigError(f"{source}: unknown key {where}.{unknown[0]} (valid keys in {where}: {', '.join(names)})")
+    values = {k: _check_type(v, hints[k], f"{source}: {where}.{k}") for k, v in raw.items()}
+    return cls(**values)
+
+
+def from_dict(raw: dict[str, Any], source: str = "<config>") -> Config:
+    unknown = sorted(set(raw) - {"run", "env", "levels"})
+    if unknown:
+        raise ConfigError(f"{source}: unknown top-level key {unknown[0]!r} (valid: run, env, levels)")
+    raw = copy.deepcopy(raw)
+    run = _build(RunConfig, raw.get("run", {}), "run", source)
+    env = _build(EnvConfig, raw.get("env", {}), "env", source)
+    levels_raw = raw.get("levels")
+    if not isinstance(levels_raw, list) or not levels_raw:
+        raise ConfigError(f"{source}: 'levels' must be a non-empty array of tables ([[levels]]), level 1 first")
+    levels = [_build(LevelConfig, lv, f"levels[{i}]", source) for i, lv in enumerate(levels_raw)]
+    cfg = Config(run, env, levels, source)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    src, run, env = cfg.source, cfg.run, cfg.env
+    if run.mode not in ("lockstep",):
+        raise ConfigError(f"{src}: run.mode must be 'lockstep', got {run.mode!r}")
+    if run.transport not in ("ipc", "tcp"):
+        raise ConfigError(f"{src}: run.transport must be 'ipc' or 'tcp', got {run.transport!r}")
+    for key in ("total_env_steps", "max_message_bytes"):
+        if getattr(run, key) <= 0:
+            raise ConfigError(f"{src}: run.{key} must be > 0")
+    for key in ("num_envs", "n_agents", "max_steps"):
+        if getattr(env, key) <= 0:
+            raise ConfigError(f"{src}: env.{key} must be > 0, got {getattr(env, key)}")
+    if env.kind not in ("vmas", "pettingzoo", "gymnasium"):
+        raise ConfigError(f"{src}: env.kind must be one of vmas, pettingzoo, gymnasium, got {env.kind!r}")
+    from tag_actors.agents import AGENT_TYPES
+
+    count = env.n_agents
+    for i, lv in enumerate(cfg.levels):
+        where = f"{src}: levels[{i}] (level {i + 1})"
+        if lv.agent not in AGENT_TYPES:
+            raise ConfigError(f"{where}.agent: unknown agent type {lv.agent!r} (known: {', '.join(AGENT_TYPES)})")
+        if lv.every < 1 or lv.fan_in < 1:
+            raise ConfigError(f"{where}: every and fan_in must be >= 1")
+        if count % lv.fan_in:
+            below = "env agents" if i == 0 else f"agents at level {i}"
+            raise ConfigError(f"{where}.fan_in = {lv.fan_in} does not divide the {count} {below}")
+        count //= lv.fan_in
+        if lv.message not in ("identity", "mean", "project"):
+            raise ConfigError(f"{where}.message: expected identity, mean or project, got {lv.message!r}")
+        if lv.message == "project" and lv.message_dim <= 0:
+            raise ConfigError(f"{where}.message_dim must be > 0 with message = 'project'")
+        if i == 0:
+            if lv.instruction:
+                raise ConfigError(f"{where}.instruction: level 1 sends env actions, not instructions; remove it")
+            continue
+        spec = lv.instruction
+        kind = spec.get("type")
+        size_key = {"box": "dim", "discrete": "n"}.get(kind)
+        if size_key is None:
+            raise ConfigError(f"{where}.instruction.type: expected 'box' or 'discrete', got {kind!r}")
+        extra = sorted(set(spec) - {"type", size_key})
+        if extra:
+            raise ConfigError(f"{where}.instruction: unknown key {extra[0]!r} for type {kind!r}")
+        if not isinstance(spec.get(size_key), int) or spec[size_key] < 1:
+            raise ConfigError(f"{where}.instruction.{size_key}: expected a positive integer, got "
+                              f"{spec.get(size_key)!r}")

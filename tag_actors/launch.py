@@ -1,0 +1,303 @@
+"""``python -m tag_actors.launch CONFIG``: wire the processes of a run, start them, supervise, show progress.
+
+The launcher only wires and supervises: it writes the resolved config and the plan (endpoints, metrics ports,
+Prometheus targets) into the run folder, starts the env and one process per agent, prints progress from their
+event logs, and stops everyone cleanly on Ctrl-C, SIGTERM, or the first crash (named, with its traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tag_actors import config as config_mod
+from tag_actors.runlog import file_name
+from tag_actors.topology import ENV, assign_endpoints, build_plan, socket_dir
+
+GRACE_S = 10.0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m tag_actors.launch", description=__doc__.splitlines()[0])
+    p.add_argument("config", type=Path, help="TOML config (see configs/)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--seed", type=int, help="shorthand for --set run.seed=N")
+    p.add_argument("--run-dir", type=Path, help="run folder (default: runs/<name>-<time>)")
+    p.add_argument("--serial", action="store_true", help="run the whole hierarchy in this process (debugging)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    return p.parse_args(argv)
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def check_port_free(port: int, host: str, what: str) -> None:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise config_mod.ConfigError(f"{what}: port {port} on {host} is in use ({e.strerror})") from None
+
+
+def prepare_run(cfg: config_mod.Config, run_dir: Path) -> dict[str, Any]:
+    """Write config.json and plan.json into ``run_dir``; returns the plan's wiring."""
+    plan = build_plan(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    names = plan.processes()
+    links = [c for c, p in plan.parent.items() if p is not None]
+    if cfg.run.transport == "tcp":
+        if cfg.run.base_port:
+            ports = [cfg.run.base_port + i for i in range(len(links))]
+            for port, child in zip(ports, links, strict=True):
+                check_port_free(port, cfg.run.bind_host, f"{cfg.source}: run.base_port (link of {child!r})")
+        else:
+            ports = free_ports(len(links), cfg.run.bind_host)
+        assign_endpoints(plan, cfg, run_dir, ports)
+    else:
+        assign_endpoints(plan, cfg, run_dir)
+    metrics_ports: dict[str, int] = {}
+    if cfg.run.metrics:
+        if cfg.run.metrics_base_port:
+            metrics_ports = {n: cfg.run.metrics_base_port + i for i, n in enumerate(names)}
+            for n, port in metrics_ports.items():
+                check_port_free(port, "127.0.0.1", f"{cfg.source}: run.metrics_base_port (metrics of {n!r})")
+        else:
+            metrics_ports = dict(zip(names, free_ports(len(names)), strict=True))
+    wiring = {"endpoints": plan.endpoints, "metrics_ports": metrics_ports, "host": socket.gethostname(),
+              "metrics_addr": "127.0.0.1"}
+    (run_dir / "config.json").write_text(json.dumps({"config": cfg.to_dict(), "source": cfg.source}, indent=2))
+    (run_dir / "plan.json").write_text(json.dumps(wiring, indent=2))
+    if metrics_ports:
+        from tag_actors.metrics import write_file_sd
+
+        targets = [{"targets": [f"127.0.0.1:{port}"],
+                    "labels": {"run": cfg.run.name, "level": str(plan.level_of(n)), "agent": n,
+                               "host": wiring["host"], "role": "env" if n == ENV else "agent"}}
+                   for n, port in metrics_ports.items()]
+        write_file_sd(run_dir / "prometheus_targets.json", targets)
+    return wiring
+
+
+def _set_parent_death_signal() -> None:
+    """Children get SIGTERM if the launcher dies, so a killed launcher leaves no orphans (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen
+    log_path: Path
+
+
+@dataclass
+class Progress:
+    """Follows the event logs and prints one line every few seconds."""
+
+    run_dir: Path
+    total_env_steps: int
+    level_of: dict[str, int]
+    offsets: dict[Path, int] = field(default_factory=dict)
+    env_steps: int = 0
+    rate: float = 0.0
+    returns: dict[int, deque] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+
+    def poll(self) -> None:
+        events = self.run_dir / "events"
+        if not events.exists():
+            return
+        for path in events.glob("*.jsonl"):
+            offset = self.offsets.get(path, 0)
+            with path.open() as f:
+                f.seek(offset)
+                chunk = f.read()
+            end = chunk.rfind("\n") + 1
+            self.offsets[path] = offset + len(chunk[:end].encode())
+            for line in chunk[:end].splitlines():
+                self._take(json.loads(line))
+
+    def _take(self, e: dict[str, Any]) -> None:
+        if e["name"] == ENV and e["type"] == "status":
+            self.env_steps, self.rate = e["env_steps"], e["env_steps_per_s"]
+        elif e["type"] == "episodes" and e["name"] != ENV:
+            self.returns.setdefault(e["level"], deque(maxlen=200)).extend(e["returns"])
+
+    def line(self) -> str:
+        parts = [f"[{time.monotonic() - self.started:7.1f}s] env steps {self.env_steps:,}/{self.total_env_steps:,} "
+                 f"({self.rate:,.0f}/s)"]
+        for level in sorted(self.returns):
+            r = self.returns[level]
+            parts.append(f"L{level} return {sum(r) / len(r):.2f}")
+        return " | ".join(parts)
+
+
+def tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def supervise(children: list[Child], progress: Progress | None, log_every_s: float) -> int:
+    """Wait for every child; on the first failure stop the others and report it. Returns the exit code."""
+    last_print = time.monotonic()
+    while True:
+        running = [c for c in children if c.proc.poll() is None]
+        failed = [c for c in children if c.proc.returncode not in (None, 0)]
+        if failed:
+            first = min(failed, key=lambda c: c.log_path.stat().st_mtime if c.log_path.exists() else 0)
+            root = next((c for c in failed if c.proc.returncode == 1), first)
+            print(f"\ntag_actors: process {root.name!r} failed (exit code {root.proc.returncode}); stopping the run."
+                  f"\n--- last lines of {root.log_path} ---\n{tail(root.log_path)}\n---", file=sys.stderr)
+            for other in failed:
+                if other is not root:
+                    print(f"tag_actors: process {other.name!r} also exited ({other.proc.returncode}): "
+                          f"{tail(other.log_path, 1)}", file=sys.stderr)
+            terminate(children)
+            return 1
+        if not running:
+            return 0
+        if progress and time.monotonic() - last_print >= log_every_s:
+            progress.poll()
+            print(progress.line(), flush=True)
+            last_print = time.monotonic()
+        time.sleep(0.1)
+
+
+def terminate(children: list[Child]) -> None:
+    for c in children:
+        if c.proc.poll() is None:
+            c.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + GRACE_S
+    for c in children:
+        try:
+            c.proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            print(f"tag_actors: {c.name!r} did not stop within {GRACE_S:.0f}s; killing it", file=sys.stderr)
+            c.proc.kill()
+            c.proc.wait()
+
+
+def start_children(run_dir: Path, names: list[str]) -> list[Child]:
+    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    children = []
+    for name in names:
+        log_path = run_dir / "logs" / f"{file_name(name)}.log"
+        with log_path.open("ab") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "tag_actors.actor", str(run_dir), name], stdout=log,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                    start_new_session=True, preexec_fn=_set_parent_death_signal)
+        children.append(Child(name, proc, log_path))
+    return children
+
+
+def write_summary(run_dir: Path) -> Path:
+    """episodes.csv: one row per finished episode per agent (level 0 rows are the env's per-agent returns)."""
+    from tag_actors.runlog import read_events
+
+    out = run_dir / "episodes.csv"
+    with out.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["name", "level", "env_steps", "episode_return", "episode_length"])
+        for e in read_events(run_dir):
+            if e["type"] != "episodes":
+                continue
+            if e["name"] == ENV:
+                for agent, returns in e["returns"].items():
+                    for r, n in zip(returns, e["lengths"], strict=True):
+                        w.writerow([f"env:{agent}", 0, e["env_steps"], r, n])
+            else:
+                for r, n in zip(e["returns"], e["lengths"], strict=True):
+                    w.writerow([e["name"], e["level"], e["env_steps"], r, n])
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    overrides = list(args.set) + ([f"run.seed={args.seed}"] if args.seed is not None else [])
+    try:
+        cfg = config_mod.load(args.config, overrides)
+        run_dir = args.run_dir or Path("runs") / f"{cfg.run.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir = run_dir.resolve()
+        if args.serial:
+            from tag_actors.serial import run_serial
+
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.json").write_text(json.dumps({"config": cfg.to_dict(), "source": cfg.source}))
+            result = run_serial(cfg, run_dir)
+            print(f"serial run done: {result}")
+            print(f"run folder: {run_dir}\nepisodes: {write_summary(run_dir)}")
+            return 0
+        wiring = prepare_run(cfg, run_dir)
+    except config_mod.ConfigError as e:
+        print(f"tag_actors: config error: {e}", file=sys.stderr)
+        return 2
+    plan = build_plan(cfg)
+    names = plan.processes()
+    print(f"run {cfg.run.name!r}: {len(names)} processes ({', '.join(names)}); run folder {run_dir}")
+    if wiring["metrics_ports"]:
+        ports = ", ".join(f"{n}:{p}" for n, p in wiring["metrics_ports"].items())
+        print(f"metrics: http://127.0.0.1:PORT/metrics with {ports}; Prometheus targets in "
+              f"{run_dir / 'prometheus_targets.json'}")
+    children = start_children(run_dir, names)
+    progress = None if args.quiet else Progress(run_dir, cfg.run.total_env_steps,
+                                                {n: plan.level_of(n) for n in names})
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    code = 130
+    try:
+        code = supervise(children, progress, cfg.run.log_every_s)
+    except KeyboardInterrupt:
+        print("\ntag_actors: interrupted; stopping every process (checkpoints and logs are being saved)",
+              file=sys.stderr)
+        terminate(children)
+    finally:
+        _cleanup_sockets(run_dir)
+    if progress:
+        progress.poll()
+        print(progress.line())
+    print(f"run folder: {run_dir}\nepisodes: {write_summary(run_dir)}")
+    return code
+
+
+def _cleanup_sockets(run_dir: Path) -> None:
+    sock = socket_dir(run_dir)
+    if sock.exists():
+        for f in sock.iterdir():
+            f.unlink(missing_ok=True)
+        sock.rmdir()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""One agent of the hierarchy, as a pure state machine over numpy arrays: the same object runs in-process and
+inside an actor process, which is what makes a seeded lockstep run give the same numbers both ways.
+
+Each tick a node gets two calls, always in this order:
+
+``on_children(reports)``   the children's reports (message, reward, flags) for this tick arrive from below. The
+                           node accumulates its reward (sum over children, summed over the ticks its action is
+                           held) and returns its own report for its parent (message = φ(children's messages)).
+``on_instruction(x)``      the parent's instruction for this tick arrives from above (None for a root). The node
+                           builds its observation (children's messages + instruction), closes the decision windows
+                           that end here (``agent.observe``), decides where a window opens (``agent.act``), runs a
+                           learning update when the agent has a full batch, and returns one action per child.
+
+Decisions are per env copy: copy ``b`` decides when its episode tick is a multiple of ``period`` (the product of
+the ``every`` of this level and all levels below), so copies that reset at different times stay correct.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tag_actors.agents import AgentContext, make_agent
+from tag_actors.spaces import Box, Discrete, MultiDiscrete, Space
+
+
+@dataclass(slots=True)
+class Report:
+    """What a level sends up for one tick, per env copy."""
+
+    message: np.ndarray  # (B, m) float32
+    reward: np.ndarray  # (B,) float32: this tick's reward
+    terminated: np.ndarray  # (B,) bool
+    truncated: np.ndarray  # (B,) bool
+    first: np.ndarray  # (B,) bool: first observation of a new episode
+
+
+def stacked_space(child_spaces: list[Space]) -> Space:
+    """The action space of an agent that sends one action to each child (a single child: that child's space)."""
+    if len(child_spaces) == 1:
+        return child_spaces[0]
+    first = child_spaces[0]
+    if any(s != first for s in child_spaces):
+        raise ValueError(f"children expect different instruction spaces: {[s.to_dict() for s in child_spaces]}")
+    if isinstance(first, Box):
+        return Box((len(child_spaces), *first.shape), first.low, first.high)
+    if isinstance(first, Discrete):
+        return MultiDiscrete((first.n,) * len(child_spaces))
+    raise ValueError(f"cannot stack instruction spaces of type {type(first).__name__}")
+
+
+class MessageFunction:
+    """φ: children's messages -> this agent's message. 'identity' concatenates, 'mean' averages (equal sizes),
+    'project' applies a fixed seeded random projection to ``dim`` features (bounded size at any depth)."""
+
+    def __init__(self, kind: str, in_dims: list[int], dim: int, seed: int):
+        self.kind = kind
+        if kind == "identity":
+            self.dim = sum(in_dims)
+        elif kind == "mean":
+            if len(set(in_dims)) != 1:
+                raise ValueError(f"message 'mean' needs children of equal message size, got {in_dims}")
+            self.dim = in_dims[0]
+        elif kind == "project":
+            if dim <= 0:
+                raise ValueError("message 'project' needs message_dim > 0")
+            total = sum(in_dims)
+            rng = np.random.default_rng(seed)
+            self.weight = (rng.standard_normal((total, dim)) / np.sqrt(total)).astype(np.float32)
+            self.dim = dim
+        else:
+            raise ValueError(f"unknown message function {kind!r} (identity, mean, project)")
+        self.in_dims = in_dims
+
+    def __call__(self, parts: list[np.ndarray], joined: np.ndarray) -> np.ndarray:
+        if self.kind == "identity":
+            return joined
+        if self.kind == "mean":
+            return np.mean(parts, axis=0).astype(np.float32) if len(parts) > 1 else parts[0]
+        return joined @ self.weight
+
+
+@dataclass
+class NodeSpec:
+    """Everything that defines one agent node (built from the config; identical in every process)."""
+
+    name: str
+    level: int
+    children: list[str]
+    period: int
+    agent_type: str
+    params: dict[str, Any]
+    message: str = "identity"
+    message_dim: int = 0
+    seed: int = 0
+
+
+class AgentNode:
+    """An agent plus the bookkeeping of its level: held actions, semi-MDP rewards, episode stats."""
+
+    def __init__(self, spec: NodeSpec, num_envs: int, child_message_dims: list[int], child_instruction_spaces:
+                 list[Space], instruction_space: Space | None, env_info: dict[str, Any] | None = None):
+        self.spec = spec
+        self.name = spec.name
+        self.num_envs = n = num_envs
+        self.instruction_space = instruction_space
+        self.action_space = stacked_space(child_instruction_spaces)
+        self.phi = MessageFunction(spec.message, child_message_dims, spec.message_dim, spec.seed + 7919)
+        layout = list(zip(spec.children, child_message_dims, strict=True))
+        if instruction_space is not None:
+            layout.append(("instruction", instruction_space.feature_dim))
+        self.obs_dim = sum(d for _, d in layout)
+        self.agent = make_agent(spec.agent_type, AgentContext(
+            name=spec.name, level=spec.level, obs_dim=self.obs_dim, action_space=self.action_space, num_envs=n,
+            seed=spec.seed, params=dict(spec.params), env_info=dict(env_info or {}), obs_layout=layout))
+        self.held = self.action_space.zeros(n)
+        self.reward_acc = np.zeros(n, dtype=np.float32)
+        self.ticks_held = np.zeros(n, dtype=np.int64)
+        self.window_open = np.zeros(n, dtype=bool)
+        self.episode_tick = np.zeros(n, dtype=np.int64)
+        self.episode_return = np.zeros(n, dtype=np.float64)
+        self.children_obs = np.zeros((n, sum(child_message_dims)), dtype=np.float32)
+        self._flags = (np.zeros(n, dtype=bool),) * 3
+        self.ticks = 0
+        self.decisions = 0
+        self.updates = 0
+        self.finished: list[tuple[float, int]] = []
+        """(return, length in env ticks) of the episodes that ended since the last ``pop_finished()``."""
+        self.update_stats: list[dict[str, float]] = []
+        self.last_act_seconds = 0.0
+        self.action_digest = 0
+        """CRC32 over every action this node took: two runs took the same actions iff their digests match."""
+
+    @property
+    def message_space(self) -> Box:
+        return Box((self.phi.dim,))
+
+    def on_children(self, reports: list[Report]) -> Report:
+        parts = [r.message for r in reports]
+        self.children_obs = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+        reward = reports[0].reward if len(reports) == 1 else np.sum([r.reward for r in reports], axis=0)
+        reward = reward.astype(np.float32, copy=False)
+        head = reports[0]
+        first = head.first
+        self._flags = (head.terminated, head.truncated, first)
+        live = ~first
+        self.reward_acc[live] += reward[live]
+        self.ticks_held[live] += 1
+        self.episode_return[live] += reward[live]
+        self.episode_tick[first] = 0
+        self.episode_return[first] = 0.0
+        ended = head.terminated | head.truncated
+        if ended.any():
+            for b in np.flatnonzero(ended):
+                self.finished.append((float(self.episode_return[b]), int(self.episode_tick[b])))
+        message = self.phi(parts, self.children_obs)
+        return Report(message, reward, head.terminated, head.truncated, first)
+
+    def observation(self, instruction: np.ndarray | None) -> np.ndarray:
+        if instruction is None:
+            return self.children_obs
+        return np.concatenate([self.children_obs, self.instruction_space.as_features(instruction)], axis=1)
+
+    def on_instruction(self, instruction: np.ndarray | None) -> list[np.ndarray]:
+        obs = self.observation(instruction)
+        terminated, truncated, _first = self._flags
+        ended = terminated | truncated
+        decide = (self.episode_tick % self.spec.period == 0) & ~ended
+        close = self.window_open & (decide | ended)
+        if close.any():
+            self.agent.observe(self.reward_acc, terminated & close, truncated & close, obs, self.ticks_held, close)
+            self.reward_acc[close] = 0.0
+            self.window_open[close] = False
+        if decide.any():
+            start = time.perf_counter()
+            action = self.agent.act(obs, decide)
+            self.last_act_seconds = time.perf_counter() - start
+            if decide.all():
+                self.held = np.asarray(action, dtype=self.held.dtype).copy()
+            else:
+                self.held[decide] = action[decide]
+            self.window_open |= decide
+            self.ticks_held[decide] = 0
+            self.action_digest = zlib.crc32(self.held.tobytes(), self.action_digest)
+            self.decisions += 1
+        if self.agent.ready():
+            stats = self.agent.update()
+            self.updates += 1
+            self.update_stats.append(stats)
+        self.episode_tick += 1
+        self.ticks += 1
+        return self.split(self.held)
+
+    def split(self, action: np.ndarray) -> list[np.ndarray]:
+        if len(self.spec.children) == 1:
+            return [action]
+        return [np.ascontiguousarray(action[:, i]) for i in range(len(self.spec.children))]
+
+    def pop_finished(self) -> list[tuple[float, int]]:
+        out, self.finished = self.finished, []
+        return out
+
+    def pop_update_stats(self) -> list[dict[str, float]]:
+        out, self.update_stats = self.update_stats, []
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"agent": self.agent.state_dict(), "ticks": self.ticks, "decisions": self.decisions,
+                "updates": self.updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.agent.load_state_dict(state["agent"])
+        self.ticks, self.decisions, self.updates = state["ticks"], state["decisions"], state["updates"]

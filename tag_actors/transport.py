@@ -1,0 +1,356 @@
+"""Where an action crosses the network: ZeroMQ sockets for the links of the hierarchy. No torch here.
+
+Each edge (child, parent) of the tree is one socket pair. The child *binds* a ROUTER (a level serves the level
+above, as an environment serves an agent); the parent *connects* a DEALER whose identity is its own name. One
+pair per edge keeps routing trivial and lets each end name its peer in every error:
+
+- ``ChildLink``  the parent's end: DEALER to one child.
+- ``ParentLink`` the child's end: ROUTER that only answers the parent's identity (ROUTER_MANDATORY, so a send to
+  a vanished parent raises instead of silently dropping).
+- ``Hub``        one per process: the context, a poller over the links and their socket monitors, strict
+  decoding, bad-frame accounting, and ``wait``/``recv_from_all`` (the Tianshou worker shape).
+
+The data path is blocking pyzmq on purpose: FLOOR.md measured asyncio at about twice the round trip.
+Liveness: ZMTP heartbeats close a silent connection after ``peer_timeout_s``; the socket monitor reports the
+disconnect, and the hub raises ``PeerLost`` naming the peer (on a ROUTER the disconnect could be a stray client,
+so it is confirmed by probing the parent's identity).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+from zmq.utils.monitor import parse_monitor_message
+
+from tag_actors.wire import DEFAULT_MAX_MESSAGE_BYTES, BadFrame, Kind, Message, decode, encode
+
+log = logging.getLogger(__name__)
+
+
+class PeerLost(RuntimeError):
+    """A peer went away (process died, host unreachable); ``peer`` names it."""
+
+    def __init__(self, peer: str, why: str):
+        super().__init__(f"peer {peer!r} {why}")
+        self.peer = peer
+
+
+class LinkTimeout(TimeoutError):
+    """Nothing arrived in time; the message names who was awaited."""
+
+
+class EndpointInUse(RuntimeError):
+    pass
+
+
+@dataclass
+class Security:
+    """CURVE keys ("Ironhouse"): every end has a key pair; servers admit only the listed client keys."""
+
+    public_key: bytes
+    secret_key: bytes
+    server_keys: dict[str, bytes]
+    """Public key of each server (child) this process connects to, by child name."""
+    allowed_clients: list[bytes]
+    """Public keys allowed to connect to this process's servers."""
+
+
+class Link:
+    """One end of one edge."""
+
+    def __init__(self, hub: Hub, sock: zmq.Socket, me: str, peer: str, endpoint: str):
+        self.hub, self.sock, self.me, self.peer, self.endpoint = hub, sock, me, peer, endpoint
+        self.monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                                               | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
+        self.established = False
+        self.send_seq = 0
+        self.last_recv_seq = -1
+        self.suspect_since: float | None = None
+        self.bytes_sent = self.bytes_received = 0
+
+    def send(self, msg: Message) -> None:
+        msg.sender = self.me
+        msg.seq = self.send_seq
+        self.send_seq += 1
+        frames = encode(msg)
+        self._send_frames(frames)
+        self.bytes_sent += sum(len(f) if isinstance(f, bytes) else f.nbytes for f in frames)
+
+    def _send_frames(self, frames: list) -> None:
+        self.sock.send_multipart(frames, copy=False)
+
+    def _recv_frames(self) -> list | None:
+        """The frames of one pending message, or None if it was not for us (dropped and counted)."""
+        return self.sock.recv_multipart(copy=False)
+
+    def close(self) -> None:
+        self.sock.disable_monitor()
+        self.monitor.close(linger=0)
+        self.sock.close(linger=0)
+
+
+class ChildLink(Link):
+    """The parent's end of the link to one child: a DEALER connected to the child's endpoint."""
+
+
+class ParentLink(Link):
+    """The child's end of the link to its parent: a ROUTER bound at the child's endpoint."""
+
+    def _send_frames(self, frames: list) -> None:
+        self.sock.send_multipart([self.peer.encode(), *frames], copy=False)
+
+    def _recv_frames(self) -> list | None:
+        frames = self.sock.recv_multipart(copy=False)
+        identity = frames[0].bytes
+        if identity != self.peer.encode():
+            self.hub.count_bad(f"{identity.decode(errors='replace')}@{self.endpoint}", "unknown_peer",
+                               f"a peer other than {self.peer!r} sent to {self.me!r}")
+            return None
+        return frames[1:]
+
+    def probe(self) -> bool:
+        """True if the parent is still connected (ROUTER_MANDATORY refuses a send to a gone identity)."""
+        try:
+            self.sock.send_multipart([self.peer.encode(), *encode(Message(Kind.PING, self.me))],
+                                     flags=zmq.NOBLOCK)
+            return True
+        except zmq.Again:
+            return True  # connected but its queue is full: alive
+        except zmq.ZMQError as e:
+            if e.errno == zmq.EHOSTUNREACH:
+                return False
+            raise
+
+
+class Hub:
+    """A process's sockets: creates links, waits on them, decodes strictly, counts bad frames."""
+
+    def __init__(self, name: str, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, peer_timeout_s: float = 5.0,
+                 security: Security | None = None,
+                 on_bad_frame: Callable[[str, str], None] | None = None):
+        self.name = name
+        self.ctx = zmq.Context()
+        self.max_message_bytes = max_message_bytes
+        self.peer_timeout_s = peer_timeout_s
+        self.security = security
+        self.on_bad_frame = on_bad_frame
+        self.bad_frames: Counter[tuple[str, str]] = Counter()
+        self.links: list[Link] = []
+        self._pollers: dict[frozenset[Link], zmq.Poller] = {}
+        self._by_socket: dict[zmq.Socket, Link] = {}
+        self._auth = None
+        self._last_log = 0.0
+
+    # --- building ------------------------------------------------------------------------------------------
+
+    def _socket(self, kind: int) -> zmq.Socket:
+        sock = self.ctx.socket(kind)
+        sock.linger = 0
+        sock.sndhwm = sock.rcvhwm = 1000
+        # The hard limit disconnects a peer; keep it well above the application limit, which drops and counts.
+        sock.maxmsgsize = 4 * self.max_message_bytes
+        ivl = max(100, int(self.peer_timeout_s * 1000 / 5))
+        sock.heartbeat_ivl = ivl
+        sock.heartbeat_timeout = int(self.peer_timeout_s * 1000)
+        sock.heartbeat_ttl = int(self.peer_timeout_s * 1000)
+        return sock
+
+    def _register(self, link: Link) -> Link:
+        self.links.append(link)
+        self._by_socket[link.sock] = link
+        self._by_socket[link.monitor] = link
+        self._pollers.clear()
+        return link
+
+    def _poller(self, wanted: frozenset[Link]) -> zmq.Poller:
+        """A poller over the wanted links and every monitor. Polling a link we do not want now would spin:
+        zmq polling is level-triggered and its pending message would wake us forever."""
+        poller = self._pollers.get(wanted)
+        if poller is None:
+            poller = self._pollers[wanted] = zmq.Poller()
+            for link in self.links:
+                poller.register(link.monitor, zmq.POLLIN)
+                if link in wanted:
+                    poller.register(link.sock, zmq.POLLIN)
+        return poller
+
+    def serve_parent(self, endpoint: str, parent: str, me: str | None = None) -> ParentLink:
+        """Bind the endpoint where ``parent`` will connect; ``me`` is the child's name on this link (default: the
+        process name; the env process serves one link per env agent)."""
+        sock = self._socket(zmq.ROUTER)
+        sock.router_mandatory = 1
+        sock.sndtimeo = int(self.peer_timeout_s * 1000)
+        if self.security:
+            self._start_auth()
+            sock.curve_server = True
+            sock.curve_publickey = self.security.public_key
+            sock.curve_secretkey = self.security.secret_key
+        try:
+            sock.bind(endpoint)
+        except zmq.ZMQError as e:
+            sock.close(linger=0)
+            raise EndpointInUse(f"{self.name!r} cannot listen for its parent {parent!r} on {endpoint}: {e}") from None
+        return self._register(ParentLink(self, sock, me or self.name, parent, endpoint))  # type: ignore[return-value]
+
+    def connect_child(self, endpoint: str, child: str) -> ChildLink:
+        """Connect to a child's endpoint; messages queue until the child is up."""
+        sock = self._socket(zmq.DEALER)
+        sock.identity = self.name.encode()
+        if self.security:
+            sock.curve_publickey = self.security.public_key
+            sock.curve_secretkey = self.security.secret_key
+            try:
+                sock.curve_serverkey = self.security.server_keys[child]
+            except KeyError:
+                raise ValueError(f"no CURVE server key for child {child!r} of {self.name!r}") from None
+        sock.connect(endpoint)
+        return self._register(ChildLink(self, sock, self.name, child, endpoint))  # type: ignore[return-value]
+
+    def _start_auth(self) -> None:
+        if self._auth is not None:
+            return
+        from zmq.auth.thread import ThreadAuthenticator
+
+        self._auth = ThreadAuthenticator(self.ctx)
+        self._auth.start()
+        self._auth.configure_curve_callback(domain="*", credentials_provider=_AllowList(self.security.allowed_clients))
+
+    # --- receiving -----------------------------------------------------------------------------------------
+
+    def count_bad(self, peer: str, reason: str, detail: str) -> None:
+        self.bad_frames[(peer, reason)] += 1
+        if self.on_bad_frame:
+            self.on_bad_frame(peer, reason)
+        now = time.monotonic()
+        if now - self._last_log > 1.0:  # one line per second at most: a flood must not become a log flood
+            self._last_log = now
+            log.warning("%s: dropped a bad frame from %r (%s): %s [%d bad so far]", self.name, peer, reason, detail,
+                        sum(self.bad_frames.values()))
+
+    def _on_monitor(self, link: Link) -> None:
+        event = parse_monitor_message(link.monitor.recv_multipart())
+        if event["event"] in (zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL):
+            self.count_bad(f"?@{link.endpoint}", "auth", "a peer failed the CURVE handshake")
+        elif link.established:
+            link.suspect_since = link.suspect_since or time.monotonic()
+
+    def check_peers(self, links: Iterable[Link]) -> None:
+        """Raise PeerLost for a link whose peer disconnected and left nothing unread.
+
+        A DEALER has exactly one peer, so its disconnect is the child's. A ROUTER may see strangers come and go,
+        so the parent is probed; a disconnect that the probe does not confirm within 0.5 s is forgiven."""
+        for link in links:
+            if link.suspect_since is None or not link.established:
+                continue
+            if link.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                continue  # read what it sent before it left (a BYE, a last UP)
+            gone = not link.probe() if isinstance(link, ParentLink) else True
+            if gone:
+                raise PeerLost(link.peer, f"disconnected from {link.me!r} ({link.endpoint})")
+            if time.monotonic() - link.suspect_since > 0.5:
+                link.suspect_since = None
+
+    def wait(self, links: Iterable[Link], timeout_s: float | None) -> list[Link]:
+        """Links among ``links`` with a message pending, waiting up to ``timeout_s`` (None: forever). Returns
+        early (possibly empty) when a peer disconnects, so the caller can check its peers."""
+        wanted = frozenset(links)
+        poller = self._poller(wanted)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            slice_ms = 200 if remaining is None else int(min(remaining, 0.2) * 1000)
+            events = dict(poller.poll(slice_ms))
+            ready, alarm = [], False
+            for sock in events:
+                link = self._by_socket[sock]
+                if sock is link.monitor:
+                    self._on_monitor(link)
+                    alarm = True
+                elif link in wanted:
+                    ready.append(link)
+            if ready or alarm or any(lk.suspect_since is not None for lk in self.links) or (
+                    deadline is not None and time.monotonic() >= deadline):
+                return ready
+
+    def try_recv(self, link: Link) -> Message | None:
+        """Read one pending message of ``link``; bad frames and pings are dropped (bad ones counted)."""
+        frames = link._recv_frames()
+        if frames is None:
+            return None
+        nbytes = sum(f.buffer.nbytes for f in frames)
+        try:
+            msg = decode(frames, self.max_message_bytes)
+        except BadFrame as e:
+            self.count_bad(link.peer, e.reason, e.detail)
+            return None
+        link.bytes_received += nbytes
+        if msg.kind == Kind.PING:
+            return None
+        if msg.sender != link.peer:
+            self.count_bad(link.peer, "sender", f"message signed {msg.sender!r} on the link to {link.peer!r}")
+            return None
+        link.last_recv_seq = msg.seq
+        return msg
+
+    def recv(self, link: Link, kinds: tuple[Kind, ...], timeout_s: float | None, what: str = "") -> Message:
+        """The next message of one of ``kinds`` from ``link``; other kinds are counted as 'unexpected'."""
+        got = self.recv_from_all([link], kinds, timeout_s, what)
+        return got[link]
+
+    def recv_from_all(self, links: list[Link], kinds: tuple[Kind, ...], timeout_s: float | None,
+                      what: str = "") -> dict[Link, Message]:
+        """One message of ``kinds`` from each link (the per-tick barrier of lockstep)."""
+        pending = set(links)
+        got: dict[Link, Message] = {}
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while pending:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                names = ", ".join(sorted(link.peer for link in pending))
+                raise LinkTimeout(f"{self.name!r} waited {timeout_s:.0f}s for {what or 'a message'} from {names}")
+            ready = self.wait(pending, remaining)
+            for link in ready:
+                while link in pending and link.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    msg = self.try_recv(link)
+                    if msg is None:
+                        continue
+                    if msg.kind not in kinds:
+                        self.count_bad(link.peer, "unexpected", f"{msg.kind.name} while awaiting "
+                                       f"{'/'.join(k.name for k in kinds)}")
+                        continue
+                    got[link] = msg
+                    pending.discard(link)
+            self.check_peers(lk for lk in self.links if lk not in got)
+        return got
+
+    def close(self) -> None:
+        for link in self.links:
+            link.close()
+        if self._auth is not None:
+            self._auth.stop()
+        self.ctx.term()
+
+
+class _AllowList:
+    """ZAP credentials provider: admit a CURVE client only if its public key is listed."""
+
+    def __init__(self, keys: list[bytes]):
+        self.keys = set(keys)
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        return key in self.keys
+
+
+def generate_keys(directory: Path, name: str) -> tuple[bytes, bytes]:
+    """Write ``name.key`` (public) and ``name.key_secret`` into ``directory``; returns (public, secret)."""
+    import zmq.auth
+
+    directory.mkdir(parents=True, exist_ok=True)
+    public_file, secret_file = zmq.auth.create_certificates(str(directory), name)
+    return zmq.auth.load_certificate(secret_file)
