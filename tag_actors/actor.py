@@ -144,6 +144,8 @@ class EnvActor(Actor):
             reports = level.reset(cfg.run.seed)
             tick, stop = 0, False
             ordered = list(links.items())
+            periods = {c: self.plan.node(self.plan.parent[c]).period for c in links}
+            held: dict[str, np.ndarray] = {}
             while True:
                 steps = level.level0.env_steps
                 for child, link in ordered:
@@ -155,9 +157,14 @@ class EnvActor(Actor):
                         link.send(Message(Kind.BYE, ""))
                     reason = "completed"
                     return reason
-                downs = self.hub.recv_from_all([lk for _, lk in ordered], (Kind.DOWN,), None, "actions")
+                ended = level.level0.pending_reset
+                deciding = [lk for child, lk in ordered
+                            if np.any((level.level0.episode_len % periods[child] == 0) & ~ended)]
+                downs = self.hub.recv_from_all(deciding, (Kind.DOWN,), None, "actions")
+                for link, msg in downs.items():
+                    held[link.me] = msg.arrays["a"]
                 started = time.perf_counter()
-                reports = level.step({child: downs[link].arrays["a"] for child, link in ordered})
+                reports = level.step(held)
                 if self.metrics:
                     self.metrics.observe_act(time.perf_counter() - started)
                     self.metrics.tick()
@@ -210,6 +217,8 @@ class AgentActor(Actor):
     def loop(self, node: AgentNode, children: list[ChildLink], parent_link: ParentLink | None,
              recorder: Any) -> str:
         hub, metrics = self.hub, self.metrics
+        parent_period = self.plan.node(parent_link.peer).period if parent_link else 0
+        instruction = None
         tick = 0
         while True:
             ups = hub.recv_from_all(children, (Kind.UP,), None, "UP")
@@ -217,17 +226,18 @@ class AgentActor(Actor):
             env_steps = msgs[0].meta.get("e", 0)
             stop = any(m.meta.get("stop") for m in msgs)
             report = node.on_children([report_of(m) for m in msgs])
-            instruction, stopped_by_parent = None, False
+            stopped_by_parent = False
             if parent_link is not None:
                 sent = time.perf_counter()
                 self.send(parent_link, up_message(report, tick, env_steps, stop))
-                down = hub.recv(parent_link, (Kind.DOWN, Kind.STOP), None, "DOWN")
-                if metrics:
-                    metrics.observe_roundtrip(parent_link.peer, time.perf_counter() - sent)
-                if down.kind == Kind.STOP:
-                    stop = stopped_by_parent = True
-                else:
-                    instruction = down.arrays["a"]
+                if stop or node.decides_at(parent_period):
+                    down = hub.recv(parent_link, (Kind.DOWN, Kind.STOP), None, "DOWN")
+                    if metrics:
+                        metrics.observe_roundtrip(parent_link.peer, time.perf_counter() - sent)
+                    if down.kind == Kind.STOP:
+                        stop = stopped_by_parent = True
+                    else:
+                        instruction = down.arrays["a"]
             if stop:
                 recorder.after_tick(env_steps)
                 recorder.checkpoint()
@@ -239,8 +249,9 @@ class AgentActor(Actor):
                     parent_link.send(Message(Kind.BYE, ""))
                 return "completed"
             actions = node.on_instruction(instruction)
-            for link, action in zip(children, actions, strict=True):
-                self.send(link, Message(Kind.DOWN, "", tick=tick, batch=len(action), arrays={"a": action}))
+            if node.decided:  # otherwise the children keep what they hold without asking (see decides_at)
+                for link, action in zip(children, actions, strict=True):
+                    self.send(link, Message(Kind.DOWN, "", tick=tick, batch=len(action), arrays={"a": action}))
             if metrics:
                 metrics.tick()
                 metrics.observe_act(node.last_act_seconds)

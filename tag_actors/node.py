@@ -132,6 +132,8 @@ class AgentNode:
         """(return, length in env ticks) of the episodes that ended since the last ``pop_finished()``."""
         self.update_stats: list[dict[str, float]] = []
         self.last_act_seconds = 0.0
+        self.decided = False
+        """Whether the last ``on_instruction`` took a decision (else the children's actions did not change)."""
         self.action_digest = 0
         """CRC32 over every action this node took: two runs took the same actions iff their digests match."""
 
@@ -160,6 +162,14 @@ class AgentNode:
         message = self.phi(parts, self.children_obs)
         return Report(message, reward, head.terminated, head.truncated, first)
 
+    def decides_at(self, period: int) -> bool:
+        """Whether an agent with decision ``period`` decides for any env copy this tick (valid after
+        ``on_children``). A child and its parent compute the same answer from the same flags and clocks, so when
+        the parent does not decide the child keeps its instruction without waiting for one (lockstep stays
+        exact, and the round trip up the tree is paid only on the parent's decision ticks)."""
+        terminated, truncated, _ = self._flags
+        return bool(np.any((self.episode_tick % period == 0) & ~(terminated | truncated)))
+
     def observation(self, instruction: np.ndarray | None) -> np.ndarray:
         if instruction is None:
             return self.children_obs
@@ -175,7 +185,8 @@ class AgentNode:
             self.agent.observe(self.reward_acc, terminated & close, truncated & close, obs, self.ticks_held, close)
             self.reward_acc[close] = 0.0
             self.window_open[close] = False
-        if decide.any():
+        self.decided = bool(decide.any())
+        if self.decided:
             start = time.perf_counter()
             action = self.agent.act(obs, decide)
             self.last_act_seconds = time.perf_counter() - start

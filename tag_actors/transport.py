@@ -90,6 +90,8 @@ class Link:
         return self.sock.recv_multipart(copy=False)
 
     def close(self) -> None:
+        if self.sock.closed:
+            return
         self.sock.disable_monitor()
         self.monitor.close(linger=0)
         self.sock.close(linger=0)
@@ -330,6 +332,8 @@ class Hub:
         return got
 
     def close(self) -> None:
+        if self.ctx.closed:
+            return
         for link in self.links:
             link.close()
         if self._auth is not None:

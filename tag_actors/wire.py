@@ -122,7 +122,8 @@ def decode(frames: list[Any], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Mes
         raise BadFrame("header", "meta must be a map")
     arrays = {}
     for spec, view in zip(specs, views[1:], strict=True):
-        arrays[_check_spec(spec, view)] = np.frombuffer(view, dtype=spec[1]).reshape(spec[2])
+        name = _check_spec(spec, view)  # before touching the buffer
+        arrays[name] = np.frombuffer(view, dtype=spec[1]).reshape(spec[2])
     return Message(kind, sender, seq, tick, batch, arrays, meta)
 
 

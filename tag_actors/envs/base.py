@@ -52,7 +52,8 @@ class BatchedEnv(ABC):
         return None
 
     def close(self) -> None:
-        pass
+        """Release what the env holds (viewers, subprocesses); a no-op unless an adapter overrides it."""
+        return None
 
 
 @dataclass

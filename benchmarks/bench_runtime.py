@@ -1,0 +1,70 @@
+"""Rollout cost of being actors: the same hierarchy of random agents in-process (serial) and as actors, side by
+side in one run, for several ``num_envs``. Prints env-steps/s of each and the ratio actors / in-process.
+
+    python benchmarks/bench_runtime.py [--config configs/balance_random.toml] [--envs 1 64 1024] [--steps N]
+
+The time counted is the tick loop only (after every handshake), read from the env's event log, so process
+start-up is excluded; start-up is printed separately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tag_actors.runlog import read_events
+
+
+def run(config: str, num_envs: int, steps: int, serial: bool, extra: list[str]) -> tuple[float, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp) / "run"
+        cmd = [sys.executable, "-m", "tag_actors.launch", config, "--quiet", "--run-dir", str(run_dir),
+               "--set", f"env.num_envs={num_envs}", "--set", f"run.total_env_steps={steps}",
+               "--set", "run.metrics=false", *extra]
+        if serial:
+            cmd.append("--serial")
+        started = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True)
+        wall = time.perf_counter() - started
+        end = next(e for e in read_events(run_dir, "env") if e["type"] == "status" and e is not None and
+                   e["env_steps"] >= steps)
+        return end["env_steps"] / end["elapsed_s"], wall
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--config", default="configs/balance_random.toml")
+    p.add_argument("--envs", type=int, nargs="+", default=[1, 64, 1024])
+    p.add_argument("--seconds", type=float, default=8.0, help="rough loop time per measurement")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--set", action="append", default=[])
+    args = p.parse_args()
+    extra = [x for kv in args.set for x in ("--set", kv)]
+    rows = []
+    for n in args.envs:
+        probe, _ = run(args.config, n, max(200, n * 20), True, extra)
+        steps = int(probe * args.seconds)
+        best = {True: (0.0, 0.0), False: (0.0, 0.0)}
+        for _ in range(args.repeats):  # interleaved, best of N: the machine is shared and noisy
+            for serial in (True, False):
+                rate, wall = run(args.config, n, steps, serial, extra)
+                if rate > best[serial][0]:
+                    best[serial] = (rate, wall)
+        rows.append({"num_envs": n, "env_steps": steps, "in_process_steps_per_s": round(best[True][0]),
+                     "actors_steps_per_s": round(best[False][0]),
+                     "ratio_actors_over_in_process": round(best[False][0] / best[True][0], 3),
+                     "actors_wall_s_including_startup": round(best[False][1], 2)})
+        print(json.dumps(rows[-1]), flush=True)
+    print(f"{'num_envs':>8} {'in-process/s':>13} {'actors/s':>10} {'ratio':>6}")
+    for r in rows:
+        print(f"{r['num_envs']:>8} {r['in_process_steps_per_s']:>13,} {r['actors_steps_per_s']:>10,} "
+              f"{r['ratio_actors_over_in_process']:>6.3f}")
+
+
+if __name__ == "__main__":
+    main()

