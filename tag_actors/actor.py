@@ -91,16 +91,17 @@ class Actor:
             self.metrics.set_up()
         run = self.cfg.run
         self.hub = Hub(name, max_message_bytes=run.max_message_bytes, peer_timeout_s=run.peer_timeout_s,
-                       on_bad_frame=self._on_bad_frame)
+                       on_bad_frame=self._on_bad_frame,
+                       on_received=self.metrics.frame_received if self.metrics else None)
 
     def _on_bad_frame(self, peer: str, reason: str) -> None:
         if self.metrics:
             self.metrics.bad_frame(peer, reason)
 
     def send(self, link: Link, msg: Message) -> None:
-        link.send(msg)
+        nbytes = link.send(msg)
         if self.metrics:
-            self.metrics.frame_sent(link.peer, 0)
+            self.metrics.frame_sent(link.peer, nbytes)
 
     def welcome_parent(self, link: ParentLink, me: str, message_space: Any, instruction: Any,
                        info: dict[str, Any]) -> None:

@@ -87,15 +87,18 @@ def prepare_run(cfg: config_mod.Config, run_dir: Path) -> dict[str, Any]:
     wiring = {"endpoints": plan.endpoints, "metrics_ports": metrics_ports, "host": socket.gethostname(),
               "metrics_addr": "127.0.0.1"}
     (run_dir / "config.json").write_text(json.dumps({"config": cfg.to_dict(), "source": cfg.source}, indent=2))
-    (run_dir / "plan.json").write_text(json.dumps(wiring, indent=2))
     if metrics_ports:
-        from tag_actors.metrics import write_file_sd
+        from tag_actors.metrics import link_file_sd, write_file_sd
 
         targets = [{"targets": [f"127.0.0.1:{port}"],
                     "labels": {"run": cfg.run.name, "level": str(plan.level_of(n)), "agent": n,
                                "host": wiring["host"], "role": "env" if n == ENV else "agent"}}
                    for n, port in metrics_ports.items()]
-        write_file_sd(run_dir / "prometheus_targets.json", targets)
+        sd_file = write_file_sd(run_dir / "prometheus_targets.json", targets)
+        monitoring = Path(__file__).resolve().parent.parent / "monitoring"
+        if monitoring.is_dir():  # a source checkout: make the run visible to monitoring/prometheus.yml
+            wiring["file_sd_link"] = str(link_file_sd(sd_file, monitoring / "targets", name=run_dir.name))
+    (run_dir / "plan.json").write_text(json.dumps(wiring, indent=2))
     return wiring
 
 
@@ -284,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
         terminate(children)
     finally:
         _cleanup_sockets(run_dir)
+        link = wiring.get("file_sd_link")
+        if link and code == 0:  # a finished run leaves Prometheus's targets; a failed one stays visible as down
+            Path(link).unlink(missing_ok=True)
     if progress:
         progress.poll()
         print(progress.line())

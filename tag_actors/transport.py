@@ -74,13 +74,16 @@ class Link:
         self.suspect_since: float | None = None
         self.bytes_sent = self.bytes_received = 0
 
-    def send(self, msg: Message) -> None:
+    def send(self, msg: Message) -> int:
+        """Send; returns the bytes sent (header + arrays)."""
         msg.sender = self.me
         msg.seq = self.send_seq
         self.send_seq += 1
         frames = encode(msg)
         self._send_frames(frames)
-        self.bytes_sent += sum(len(f) if isinstance(f, bytes) else f.nbytes for f in frames)
+        nbytes = len(frames[0]) + msg.nbytes()
+        self.bytes_sent += nbytes
+        return nbytes
 
     def _send_frames(self, frames: list) -> None:
         self.sock.send_multipart(frames, copy=False)
@@ -135,13 +138,15 @@ class Hub:
 
     def __init__(self, name: str, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, peer_timeout_s: float = 5.0,
                  security: Security | None = None,
-                 on_bad_frame: Callable[[str, str], None] | None = None):
+                 on_bad_frame: Callable[[str, str], None] | None = None,
+                 on_received: Callable[[str, int], None] | None = None):
         self.name = name
         self.ctx = zmq.Context()
         self.max_message_bytes = max_message_bytes
         self.peer_timeout_s = peer_timeout_s
         self.security = security
         self.on_bad_frame = on_bad_frame
+        self.on_received = on_received
         self.bad_frames: Counter[tuple[str, str]] = Counter()
         self.links: list[Link] = []
         self._pollers: dict[frozenset[Link], zmq.Poller] = {}
@@ -292,6 +297,8 @@ class Hub:
             self.count_bad(link.peer, e.reason, e.detail)
             return None
         link.bytes_received += nbytes
+        if self.on_received:
+            self.on_received(link.peer, nbytes)
         if msg.kind == Kind.PING:
             return None
         if msg.sender != link.peer:
