@@ -42,6 +42,7 @@ from tag_actors.wire import (
 
 log = logging.getLogger("tag_actors.actor")
 STOP_ACK_TIMEOUT_S = 60.0
+PEER_LOST_EXIT = 3
 
 
 class Shutdown(BaseException):
@@ -260,6 +261,16 @@ class AgentActor(Actor):
             tick += 1
 
 
+def write_failure(run_dir: Path, name: str, kind: str, message: str) -> None:
+    """Tell the launcher why this process is about to exit, before its sockets close and its neighbours notice:
+    the launcher then names the cause (a crash), not the neighbours that only saw it vanish."""
+    from tag_actors.runlog import file_name
+
+    path = run_dir / "logs" / f"{file_name(name)}.failure.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"name": name, "kind": kind, "time": time.time(), "message": message}))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="run one process of a tag_actors run (started by the launcher)")
     parser.add_argument("run_dir", type=Path)
@@ -279,10 +290,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except PeerLost as e:
         print(f"tag_actors: {args.name}: {e}", file=sys.stderr)
-        return 3
+        write_failure(args.run_dir, args.name, "peer_lost", str(e))
+        return PEER_LOST_EXIT
     except Exception as e:  # noqa: BLE001 — the launcher shows this traceback with the process name
         traceback.print_exc()
         print(f"tag_actors: {args.name} failed: {type(e).__name__}: {e}", file=sys.stderr)
+        write_failure(args.run_dir, args.name, "crash", f"{type(e).__name__}: {e}")
         return 1
     finally:
         if actor is not None:

@@ -168,21 +168,16 @@ def tail(path: Path, lines: int = 25) -> str:
         return "(no log)"
 
 
+PEER_LOST_EXIT = 3  # an actor that exits because a peer vanished: a symptom, not the cause
+
+
 def supervise(children: list[Child], progress: Progress | None, log_every_s: float) -> int:
     """Wait for every child; on the first failure stop the others and report it. Returns the exit code."""
     last_print = time.monotonic()
     while True:
         running = [c for c in children if c.proc.poll() is None]
-        failed = [c for c in children if c.proc.returncode not in (None, 0)]
-        if failed:
-            first = min(failed, key=lambda c: c.log_path.stat().st_mtime if c.log_path.exists() else 0)
-            root = next((c for c in failed if c.proc.returncode == 1), first)
-            print(f"\ntag_actors: process {root.name!r} failed (exit code {root.proc.returncode}); stopping the run."
-                  f"\n--- last lines of {root.log_path} ---\n{tail(root.log_path)}\n---", file=sys.stderr)
-            for other in failed:
-                if other is not root:
-                    print(f"tag_actors: process {other.name!r} also exited ({other.proc.returncode}): "
-                          f"{tail(other.log_path, 1)}", file=sys.stderr)
+        if any(c.proc.returncode not in (None, 0) for c in children):
+            report_failure(children)
             terminate(children)
             return 1
         if not running:
@@ -192,6 +187,38 @@ def supervise(children: list[Child], progress: Progress | None, log_every_s: flo
             print(progress.line(), flush=True)
             last_print = time.monotonic()
         time.sleep(0.1)
+
+
+def report_failure(children: list[Child]) -> None:
+    """Name the process that caused the failure: one that crashed (it leaves ``logs/<name>.failure.json`` before
+    its sockets close), rather than the neighbours that only saw it vanish and exited with PEER_LOST_EXIT."""
+    def failure(c: Child) -> dict[str, Any] | None:
+        path = c.log_path.with_suffix(".failure.json")
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        records = [(c, failure(c)) for c in children]
+        crashes = [(c, f) for c, f in records if f and f["kind"] == "crash"]
+        if crashes or all(c.proc.poll() is not None for c in children):
+            break
+        time.sleep(0.05)
+    failed = [c for c in children if c.proc.poll() not in (None, 0)]
+    crashed = sorted(crashes, key=lambda cf: cf[1]["time"])
+    killed = [c for c in failed if c.proc.returncode < 0 or (c.proc.returncode != PEER_LOST_EXIT and not failure(c))]
+    root = crashed[0][0] if crashed else (killed[0] if killed else failed[0])
+    how = f"exit code {root.proc.returncode}" if root.proc.returncode is not None else "crashed"
+    if root.proc.returncode is not None and root.proc.returncode < 0:
+        how = f"killed by {signal.Signals(-root.proc.returncode).name}"
+    print(f"\ntag_actors: process {root.name!r} failed ({how}); stopping the run."
+          f"\n--- last lines of {root.log_path} ---\n{tail(root.log_path)}\n---", file=sys.stderr)
+    for other in failed:
+        if other is not root:
+            print(f"tag_actors: process {other.name!r} also exited ({other.proc.returncode}): "
+                  f"{tail(other.log_path, 1)}", file=sys.stderr)
 
 
 def terminate(children: list[Child]) -> None:

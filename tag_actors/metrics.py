@@ -38,7 +38,8 @@ tag_episode_reward_last                    gauge      return of the last finishe
 tag_episode_reward_mean                    gauge      mean return of the last ``reward_window`` (100) episodes
 tag_episode_length                         histogram  episode length in ticks
 tag_episode_length_last                    gauge      length of the last finished episode
-tag_learner_<stat>                         gauge      last value of a known learner statistic (see LEARNER_STATS)
+tag_learner_<stat>                         gauge      last value of a known learner statistic (see LEARNER_STATS;
+                                                      ``clipfrac`` is read as ``clip_fraction``)
 tag_learner_stat{stat}                     gauge      last value of any other learner statistic
 tag_update_duration_seconds                histogram  time of one learner update; 1 ms .. 120 s
 tag_updates_total                          counter    learner updates
@@ -96,6 +97,7 @@ from prometheus_client.metrics_core import Metric
 
 __all__ = [
     "ACT_BUCKETS",
+    "LEARNER_ALIASES",
     "LEARNER_STATS",
     "ROUNDTRIP_BUCKETS",
     "MetricsPortError",
@@ -216,6 +218,10 @@ LEARNER_STATS: tuple[str, ...] = (
     "lr",
     "loss",
 )
+
+#: other names learners use for a statistic of LEARNER_STATS (PPO reports CleanRL's ``clipfrac``): reported as the
+#: named gauge, so ``tag_learner_clip_fraction`` is the one series for it whatever the learner calls it
+LEARNER_ALIASES: dict[str, str] = {"clipfrac": "clip_fraction"}
 
 _CONST_LABELS = ("run", "level", "agent", "host")
 
@@ -556,15 +562,15 @@ class ProcessMetrics:
         self._length_last.set(length)
 
     def learner(self, stats: Mapping[str, float]) -> None:
-        """One learner update: known keys (LEARNER_STATS) -> ``tag_learner_<key>``; ``update_seconds`` ->
-        ``tag_update_duration_seconds``; other numeric keys -> ``tag_learner_stat{stat=key}``.
-        Counts ``tag_updates_total``."""
+        """One learner update: known keys (LEARNER_STATS, or an alias of one in LEARNER_ALIASES) ->
+        ``tag_learner_<key>``; ``update_seconds`` -> ``tag_update_duration_seconds``; other numeric keys ->
+        ``tag_learner_stat{stat=key}``. Counts ``tag_updates_total``."""
         gauges = self._learner_gauges
         for key, value in stats.items():
             if key == "update_seconds":
                 self._update.observe(float(value))
                 continue
-            gauge = gauges.get(key)
+            gauge = gauges.get(LEARNER_ALIASES.get(key, key))
             if gauge is None:
                 gauge = self._c_other.get(key)
                 if gauge is None:

@@ -28,7 +28,7 @@ from pathlib import Path
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from tag_actors.wire import DEFAULT_MAX_MESSAGE_BYTES, BadFrame, Kind, Message, decode, encode
+from tag_actors.wire import DEFAULT_MAX_MESSAGE_BYTES, BadFrame, HandshakeError, Kind, Message, decode, encode
 
 log = logging.getLogger(__name__)
 
@@ -295,6 +295,8 @@ class Hub:
             msg = decode(frames, self.max_message_bytes)
         except BadFrame as e:
             self.count_bad(link.peer, e.reason, e.detail)
+            if e.reason == "version" and not link.established:
+                raise HandshakeError(f"{link.peer!r} and {link.me!r} speak different protocols: {e.detail}") from None
             return None
         link.bytes_received += nbytes
         if self.on_received:

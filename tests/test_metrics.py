@@ -314,3 +314,47 @@ def test_hot_path_cost():
     n = 20000
     best = min(timeit.repeat(call, number=n, repeat=5)) / n
     assert best < 20e-6, f"{best * 1e6:.1f} us per tick()+observe_act()+frame_sent()"
+
+
+def test_ppo_update_stats_feed_the_learner_gauges_the_dashboards_query():
+    """A real PPO update's stats reach every ``tag_learner_<stat>`` gauge a dashboard queries (a misnamed stat,
+    e.g. CleanRL's ``clipfrac``, would otherwise leave a gauge at 0 forever and only show up as a flat panel)."""
+    import re
+    from pathlib import Path
+
+    import numpy as np
+
+    from tag_actors.agents.base import AgentContext
+    from tag_actors.agents.ppo import PPOAgent
+    from tag_actors.metrics import LEARNER_ALIASES
+    from tag_actors.spaces import Box
+
+    n, obs_dim = 4, 3
+    agent = PPOAgent(AgentContext(name="t", level=1, obs_dim=obs_dim, action_space=Box((2,), -1.0, 1.0),
+                                  num_envs=n, seed=0, params={"rollout_len": 4}))
+    rng = np.random.default_rng(0)
+    every = np.ones(n, dtype=bool)
+    while not agent.ready():
+        agent.act(rng.normal(size=(n, obs_dim)).astype(np.float32), every)
+        agent.observe(rng.normal(size=n).astype(np.float32), np.zeros(n, bool), np.zeros(n, bool),
+                      rng.normal(size=(n, obs_dim)).astype(np.float32), np.ones(n, np.int64), every)
+    stats = agent.update()
+    reported = {LEARNER_ALIASES.get(k, k) for k in stats}
+
+    dash_dir = Path(__file__).resolve().parents[1] / "monitoring" / "grafana" / "dashboards"
+    queried = set()
+    for path in dash_dir.glob("*.json"):
+        queried |= set(re.findall(r"tag_learner_([a-z_]+)\{", path.read_text()))
+    queried.discard("stat")  # tag_learner_stat{stat=...}: whatever is left over
+    assert queried, "no dashboard queries a learner gauge"
+    assert queried <= set(LEARNER_STATS), queried - set(LEARNER_STATS)
+    assert queried <= reported, f"dashboards query learner gauges PPO never reports: {sorted(queried - reported)}"
+
+    m = ProcessMetrics("r", "agent", "a", 1, "h")
+    m.learner(stats)
+    s = samples_by_name(m.exposition().decode())
+    value_of = {LEARNER_ALIASES.get(k, k): float(v) for k, v in stats.items()}
+    for key in queried:
+        assert one(s, f"tag_learner_{key}") == pytest.approx(value_of[key], nan_ok=True), key
+    assert "clipfrac" not in {x.labels.get("stat") for x in s.get("tag_learner_stat", [])}
+    assert one(s, "tag_update_duration_seconds_count") == 1

@@ -8,6 +8,7 @@ that script itself when the binary is missing, otherwise it skips and says so.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -280,43 +281,46 @@ def fake_processes(tmp_path):
                 p.stdout.close()
 
 
-@pytest.fixture
-def prometheus(tmp_path):
+@contextlib.contextmanager
+def start_prometheus(tmp_path: Path, sd_files: list[str]):
+    """A real Prometheus on a random loopback port with temporary storage, monitoring/prometheus.yml with 1 s
+    scrape/evaluation/refresh, the rules of monitoring/rules, and ``sd_files`` as its file_sd files. Yields the
+    base URL once ready; always stopped (SIGTERM, then SIGKILL) at exit."""
     prom, _ = _tools()
     port = free_port()
-    targets = tmp_path / "targets"
-    targets.mkdir()
     cfg = (MON / "prometheus.yml").read_text()
+    files = "\n".join(f"          - {f}" for f in sd_files)
     for pat, new in [
         (r"scrape_interval: 2s", "scrape_interval: 1s"),
         (r"scrape_timeout: 2s", "scrape_timeout: 1s"),
         (r"evaluation_interval: 2s", "evaluation_interval: 1s"),
         (r"- rules/\*\.rules\.yml", f"- {MON / 'rules'}/*.rules.yml"),
-        (r"- targets/\*\.json", f"- {targets}/*.json"),
+        (r"^ *- targets/\*\.json$", files),
         (r"refresh_interval: 10s", "refresh_interval: 1s"),
     ]:
-        cfg, n = re.subn(pat, new, cfg)
+        cfg, n = re.subn(pat, lambda _m, new=new: new, cfg, flags=re.M)
         assert n == 1, f"monitoring/prometheus.yml changed shape: {pat!r} matched {n} times"
     conf = tmp_path / "prometheus.yml"
     conf.write_text(cfg)
-    log = open(tmp_path / "prometheus.log", "w")
-    proc = subprocess.Popen(
-        [
-            prom,
-            f"--config.file={conf}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            "--log.level=warn",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    log_path = tmp_path / "prometheus.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [
+                prom,
+                f"--config.file={conf}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                f"--storage.tsdb.path={tmp_path / 'prometheus-data'}",
+                "--log.level=warn",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 20
         while True:
-            assert proc.poll() is None, f"prometheus exited: {(tmp_path / 'prometheus.log').read_text()}"
+            assert proc.poll() is None, f"prometheus exited: {log_path.read_text()}"
             try:
                 with urllib.request.urlopen(f"{base}/-/ready", timeout=1) as r:
                     if r.status == 200:
@@ -325,7 +329,7 @@ def prometheus(tmp_path):
                 pass
             assert time.monotonic() < deadline, "prometheus not ready in 20 s"
             time.sleep(0.2)
-        yield base, targets
+        yield base
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -334,7 +338,15 @@ def prometheus(tmp_path):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=5)
-        log.close()
+
+
+@pytest.fixture
+def prometheus(tmp_path):
+    """Prometheus reading every ``*.json`` of a temporary targets folder: yields (base URL, that folder)."""
+    targets = tmp_path / "targets"
+    targets.mkdir()
+    with start_prometheus(tmp_path, [f"{targets}/*.json"]) as base:
+        yield base, targets
 
 
 def _has_finite(result: list) -> bool:

@@ -314,6 +314,14 @@ def agent_drilldown() -> dict:
                 target(f"tag_learner_clip_fraction{{{SEL}}}", "{{agent}} clip_fraction", "C"),
             ],
         ),
+        panel(
+            "Explained variance and grad norm",
+            [
+                target(f"tag_learner_explained_variance{{{SEL}}}", "{{agent}} explained variance", "A"),
+                target(f"tag_learner_grad_norm{{{SEL}}}", "{{agent}} grad norm", "B"),
+            ],
+            description="grad norm before clipping, mean over the minibatches of the last update",
+        ),
         panel("Learning rate", [target(f"tag_learner_lr{{{SEL}}}", "{{agent}}")], w=8),
         panel(
             "Update duration", quantiles("tag_update_duration_seconds", SEL, "agent", (0.5, 0.9)), "s", w=8
@@ -338,7 +346,13 @@ def agent_drilldown() -> dict:
             ],
             w=8,
         ),
-        panel("Queue depth per link", [target(f"tag_queue_depth{{{SEL}}}", "{{agent}} {{link}}")], w=8),
+        panel(
+            "Queue depth per link",
+            [target(f"tag_queue_depth{{{SEL}}}", "{{agent}} {{link}}")],
+            w=8,
+            description="messages waiting on a link; empty unless the runtime reports it (the lockstep actors "
+            "hold at most one message per link and do not)",
+        ),
         panel(
             "Instruction staleness (ticks)",
             quantiles("tag_instruction_staleness_ticks", SEL, "agent", (0.5, 0.9)),
@@ -361,6 +375,7 @@ def agent_drilldown() -> dict:
             ],
             "reqps",
             w=8,
+            description="LLM agents only",
         ),
         panel("LLM latency", quantiles("tag_llm_latency_seconds", SEL, "agent", (0.5, 0.9)), "s", w=8),
         panel(
@@ -472,6 +487,8 @@ def transport() -> dict:
                 target(f"max by (agent, link) (tag_queue_depth{{{SEL_LINK}}})", "{{agent}} {{link}}"),
             ],
             w=8,
+            description="messages waiting on a link; empty unless the runtime reports it (the lockstep actors "
+            "hold at most one message per link and do not)",
         ),
         panel(
             "Instruction staleness p90 per level (seconds)",
@@ -484,6 +501,7 @@ def transport() -> dict:
             ],
             "s",
             w=24,
+            description="async mode only: age of the parent instruction an agent acted on",
         ),
     ]
     return dashboard(

@@ -10,6 +10,7 @@ AGENT_TYPES: dict[str, str] = {
     "random": "tag_actors.agents.simple:RandomAgent",
     "heuristic": "tag_actors.agents.simple:HeuristicAgent",
     "ppo": "tag_actors.agents.ppo:PPOAgent",
+    "mappo": "tag_actors.agents.mappo:MAPPOAgent",
     "llm": "tag_actors.agents.llm:LLMAgent",
 }
 

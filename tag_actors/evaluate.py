@@ -1,0 +1,186 @@
+"""``python -m tag_actors.evaluate RUN_DIR``: evaluate a trained hierarchy on fresh episodes.
+
+Rebuilds the run's hierarchy in this process from ``RUN_DIR/config.json`` (the same plan and LevelEnv stack as
+``--serial``), loads every agent's checkpoint from ``RUN_DIR/checkpoints/<name>.pt``, and runs N episodes with a
+seed the training never used: one episode per env copy (``num_envs = N``; a copy whose episode ended early is
+ignored afterwards). Learning is frozen: no updates, no change to observation normalizers, no stored
+transitions. Prints the mean episode return of every level with a 95% t confidence interval over episodes and
+writes ``RUN_DIR/eval.json``.
+
+Level 0 is the env's per-agent return averaged over the env agents (the number BenchMARL reports); level l >= 1
+is an agent's own return (the sum of its children's rewards) averaged over the agents of that level.
+
+``--deterministic``: PPO/MAPPO agents act with the mean of their Gaussian (clipped or squashed) or the most
+likely category instead of sampling. ``--gif PATH``: render env copy 0 (VMAS only; needs pyglet and a display,
+e.g. ``xvfb-run -a python -m tag_actors.evaluate ...``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tag_actors import config as config_mod
+from tag_actors.envs import make_env
+from tag_actors.level_env import LevelEnv, build_hierarchy
+from tag_actors.node import AgentNode
+from tag_actors.runlog import checkpoint_path, load_checkpoint
+from tag_actors.topology import build_plan
+
+# Two-sided 97.5% quantiles of Student's t by degrees of freedom (numpy only).
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+         12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042, 60: 2.000, 120: 1.980}
+
+
+def mean_ci95(values: list[float] | np.ndarray) -> tuple[float, float]:
+    """Mean and half-width of the 95% t-interval (the quantile of the nearest tabulated dof at or below)."""
+    x = np.asarray(values, dtype=np.float64)
+    if len(x) < 2:
+        return (float(x.mean()) if len(x) else float("nan")), float("nan")
+    dof = len(x) - 1
+    t = 1.960 if dof > 120 else _T975[max(d for d in _T975 if d <= dof)]
+    return float(x.mean()), t * float(x.std(ddof=1)) / np.sqrt(len(x))
+
+
+def freeze(agent: Any, deterministic: bool) -> None:
+    """Make an agent act without learning (instance-level overrides; the agent classes are untouched)."""
+    agent.ready = lambda: False
+    agent.observe = lambda *args, **kwargs: None
+    rms = getattr(agent, "obs_rms", None)
+    if rms is not None:
+        rms.update = lambda x: None
+    if deterministic and hasattr(agent, "_sample") and hasattr(agent, "kind"):
+        import torch
+
+        def mode(self: Any, head: torch.Tensor) -> torch.Tensor:
+            if self.kind == "box":
+                return head
+            return self._padded_logits(head).argmax(-1)
+
+        agent._sample = types.MethodType(mode, agent)
+
+
+def load_run_config(run_dir: Path, overrides: list[str]) -> config_mod.Config:
+    path = run_dir / "config.json"
+    try:
+        raw = json.loads(path.read_text())["config"]
+    except (OSError, KeyError, json.JSONDecodeError) as e:
+        raise config_mod.ConfigError(f"{path}: cannot read the run's config ({e})") from None
+    for item in overrides:
+        config_mod.apply_override(raw, item, str(path))
+    return config_mod.from_dict(raw, str(path))
+
+
+def evaluate(run_dir: Path, episodes: int = 32, seed: int = 12345, deterministic: bool = False,
+             gif: Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir, list(overrides or []))
+    cfg.env.num_envs = episodes
+    cfg.run.seed = seed
+    plan = build_plan(cfg)
+    env = make_env(cfg.env.kind, cfg.env.scenario, episodes, seed, dict(cfg.env.kwargs))
+    stack = build_hierarchy(cfg, plan, env)
+    level0 = stack[0].level0
+    levels: list[LevelEnv] = stack[1:]  # type: ignore[assignment]
+    nodes: list[AgentNode] = [n for lv in levels for n in lv.nodes]
+    for node in nodes:
+        path = checkpoint_path(run_dir, node.name)
+        if not path.exists():
+            raise FileNotFoundError(f"no checkpoint for agent {node.name!r}: {path}")
+        node.load_state_dict(load_checkpoint(path))
+        freeze(node.agent, deterministic)
+
+    frames: list[np.ndarray] = []
+    done = np.zeros(episodes, dtype=bool)
+    env_return = np.full(episodes, np.nan)
+    length = np.zeros(episodes, dtype=np.int64)
+    node_return = {n.name: np.full(episodes, np.nan) for n in nodes}
+    started = time.perf_counter()
+    levels[-1].reset(seed)
+    while not done.all():
+        levels[-1].step({})
+        ended = level0.pop_finished()
+        # Every node saw the same episode ends this tick, in the same (env index) order as level 0.
+        per_node = {n.name: n.pop_finished() for n in nodes}
+        for j, e in enumerate(ended):
+            b = e["env"]
+            if done[b]:
+                continue
+            done[b] = True
+            env_return[b] = float(np.mean(list(e["return"].values())))
+            length[b] = e["length"]
+            for name, finished in per_node.items():
+                node_return[name][b] = finished[j][0]
+        if gif is not None and not done[0]:
+            frame = env.render(0)
+            if frame is None:
+                print("evaluate: this env cannot render here (pyglet or a display is missing); no gif",
+                      file=sys.stderr)
+                gif = None
+            else:
+                frames.append(frame)
+    seconds = time.perf_counter() - started
+    env.close()
+
+    result: dict[str, Any] = {"run_dir": str(run_dir), "episodes": episodes, "seed": seed,
+                              "deterministic": deterministic, "mean_episode_length": float(length.mean()),
+                              "seconds": round(seconds, 3), "levels": {}}
+    m, h = mean_ci95(env_return)
+    result["levels"]["0"] = {"mean_return": m, "ci95": h, "what": "env per-agent return, mean over env agents"}
+    for lvl in range(1, plan.depth + 1):
+        names = [n.name for n in nodes if n.spec.level == lvl]
+        per_episode = np.mean([node_return[n] for n in names], axis=0)
+        m, h = mean_ci95(per_episode)
+        result["levels"][str(lvl)] = {"mean_return": m, "ci95": h, "agents": names,
+                                      "per_agent": {n: float(np.mean(node_return[n])) for n in names}}
+    if gif is not None and frames:
+        result["gif"] = str(write_gif(frames, gif))
+    (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def write_gif(frames: list[np.ndarray], path: Path, fps: int = 20) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images = [Image.fromarray(f.astype(np.uint8)) for f in frames]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tag_actors.evaluate", description=__doc__.splitlines()[0])
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--episodes", type=int, default=32, help="episodes (= env copies run at once)")
+    p.add_argument("--seed", type=int, default=12345, help="env and agent seed (use one training never used)")
+    p.add_argument("--deterministic", action="store_true", help="PPO/MAPPO: act with the mode, do not sample")
+    p.add_argument("--gif", type=Path, help="write a GIF of env copy 0 (VMAS; needs pyglet and a display)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    args = p.parse_args(argv)
+    if args.episodes < 1:
+        p.error("--episodes must be >= 1")
+    try:
+        result = evaluate(args.run_dir, args.episodes, args.seed, args.deterministic, args.gif, args.set)
+    except (config_mod.ConfigError, FileNotFoundError) as e:
+        print(f"tag_actors.evaluate: {e}", file=sys.stderr)
+        return 2
+    mode = "deterministic" if args.deterministic else "stochastic"
+    print(f"{args.run_dir}: {args.episodes} episodes, seed {args.seed}, {mode}, "
+          f"mean length {result['mean_episode_length']:.1f}")
+    for lvl, r in result["levels"].items():
+        print(f"  level {lvl}: mean episode return {r['mean_return']:9.3f} ± {r['ci95']:.3f} (95% CI)")
+    if "gif" in result:
+        print(f"  gif: {result['gif']}")
+    print(f"wrote {args.run_dir / 'eval.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

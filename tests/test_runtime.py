@@ -1,0 +1,207 @@
+"""The actor runtime end to end: real processes, real sockets, real VMAS. Every run is bounded in time and every
+process it starts is reaped (the ``launch`` fixture kills the launcher's whole session)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from conftest import descendants_alive
+
+from tag_actors.runlog import read_events
+
+SMALL = ["--set", "env.num_envs=8", "--set", "env.max_steps=20", "--set", "run.metrics=false"]
+
+
+def write_config(path: Path, levels: list[str], n_agents: int = 4, extra_run: str = "") -> Path:
+    path.write_text(f"""
+[run]
+name = "t"
+seed = 3
+total_env_steps = 1600
+metrics = false
+{extra_run}
+
+[env]
+kind = "vmas"
+scenario = "balance"
+num_envs = 8
+n_agents = {n_agents}
+max_steps = 20
+kwargs = {{ n_agents = {n_agents} }}
+""" + "\n".join(levels))
+    return path
+
+
+def level(agent: str = "random", fan_in: int = 1, every: int = 1, instruction: str = "", params: str = "") -> str:
+    text = f'[[levels]]\nagent = "{agent}"\nfan_in = {fan_in}\nevery = {every}\n'
+    if instruction:
+        text += f"instruction = {instruction}\n"
+    if params:
+        text += f"[levels.params]\n{params}\n"
+    return text
+
+
+BOX = '{ type = "box", dim = 2 }'
+GOALS = '{ type = "discrete", n = 3 }'
+PPO = "rollout_len = 4\nhidden_sizes = [16]\nupdate_epochs = 1"
+
+DEPTHS = {
+    1: [level("ppo", params=PPO)],
+    2: [level("ppo", params=PPO), level("ppo", fan_in=4, every=2, instruction=GOALS, params=PPO)],
+    3: [level("ppo", params=PPO), level("ppo", fan_in=2, every=2, instruction=BOX, params=PPO),
+        level("ppo", fan_in=2, every=2, instruction=GOALS, params=PPO)],
+    5: [level("random"), level("random", fan_in=2, instruction=BOX), level("random", fan_in=2, every=2, instruction=BOX),
+        level("random", fan_in=1, instruction=GOALS), level("random", fan_in=1, every=3, instruction=BOX)],
+}
+
+
+def summary(run_dir: Path) -> dict[str, dict]:
+    """Per process: its episode returns (in order) and its end record."""
+    out: dict[str, dict] = {}
+    for e in read_events(run_dir):
+        rec = out.setdefault(e["name"], {"returns": [], "end": None})
+        if e["type"] == "episodes":
+            rec["returns"].append(e["returns"])
+        elif e["type"] == "end":
+            rec["end"] = e
+    return out
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 5])
+def test_lockstep_actors_match_in_process(launch, tmp_path, depth):
+    """The same seed gives the same rewards and actions in-process and as actors, at every depth."""
+    cfg = write_config(tmp_path / "c.toml", DEPTHS[depth])
+    serial, actors = tmp_path / "serial", tmp_path / "actors"
+    r1 = launch.run(str(cfg), "--serial", "--quiet", "--run-dir", str(serial))
+    assert r1.returncode == 0, r1.stderr
+    r2 = launch.run(str(cfg), "--quiet", "--run-dir", str(actors))
+    assert r2.returncode == 0, r2.stderr + r2.stdout
+    a, b = summary(serial), summary(actors)
+    assert set(a) == set(b) and len(a) == 1 + sum(1 for name in a if name.startswith("l"))
+    top = f"l{depth}.0"
+    assert top in a
+    for name in a:
+        assert a[name]["returns"] == b[name]["returns"], f"{name}: episode returns differ"
+        assert a[name]["returns"], f"{name}: no finished episode"
+        assert b[name]["end"]["reason"] == "completed"
+        if name != "env":
+            assert a[name]["end"]["action_digest"] == b[name]["end"]["action_digest"], f"{name}: actions differ"
+            assert a[name]["end"]["updates"] == b[name]["end"]["updates"]
+    if depth in (2, 3):
+        assert b["l1.0"]["end"]["updates"] > 0  # PPO learned along the way, identically
+    for name in a:
+        if name != "env":
+            assert (actors / "checkpoints" / f"{name}.pt").exists()
+    assert (actors / "episodes.csv").read_text().count("\n") > 10
+    assert not descendants_alive(actors)
+
+
+def test_timescales_hold_instructions(launch, tmp_path):
+    """Level 2 acts every 2 ticks and level 3 every 4: they decide about half and a quarter as often."""
+    cfg = write_config(tmp_path / "c.toml", DEPTHS[3])
+    r = launch.run(str(cfg), "--quiet", "--run-dir", str(tmp_path / "run"))
+    assert r.returncode == 0, r.stderr
+    ends = {n: s["end"] for n, s in summary(tmp_path / "run").items()}
+    d1, d2, d3 = ends["l1.0"]["decisions"], ends["l2.0"]["decisions"], ends["l3.0"]["decisions"]
+    assert 0.9 * ends["l1.0"]["ticks"] <= d1 < ends["l1.0"]["ticks"]  # all but the ticks where every copy ended
+    assert 0.4 < d2 / d1 < 0.7 and 0.2 < d3 / d1 < 0.45, (d1, d2, d3)
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def env_steps(run_dir: Path) -> int:
+    return max((e["env_steps"] for e in read_events(run_dir, "env") if e["type"] == "status"), default=0)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_stops_everything_and_saves(launch, tmp_path, sig):
+    run_dir = tmp_path / "run"
+    proc = launch.start("configs/balance_random.toml", "--quiet", "--run-dir", str(run_dir), *SMALL,
+                        "--set", "run.total_env_steps=100000000", "--set", "run.log_every_s=0.2")
+    wait_for(lambda: env_steps(run_dir) > 500, 60, "the run to make progress")
+    assert len(descendants_alive(run_dir)) == 8
+    started = time.monotonic()
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=30)
+    assert time.monotonic() - started < 15
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    assert not descendants_alive(run_dir)
+    ends = {n: s["end"] for n, s in summary(run_dir).items()}
+    assert set(ends) == {"env", "l1.0", "l1.1", "l1.2", "l1.3", "l2.0", "l2.1", "l3.0"}
+    assert all(e is not None and e["reason"] == "interrupted" for e in ends.values()), ends
+    assert len(list((run_dir / "checkpoints").glob("*.pt"))) == 7
+
+
+def test_killed_agent_ends_the_run_naming_it(launch, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = launch.start("configs/balance_random.toml", "--quiet", "--run-dir", str(run_dir), *SMALL,
+                        "--set", "run.total_env_steps=100000000", "--set", "run.log_every_s=0.2")
+    wait_for(lambda: env_steps(run_dir) > 500, 60, "the run to make progress")
+    victim = next(p for p in descendants_alive(run_dir) if p.rstrip().endswith(" l2.1"))
+    os.kill(int(victim.split(":")[0]), signal.SIGKILL)
+    started = time.monotonic()
+    out, err = proc.communicate(timeout=30)
+    assert time.monotonic() - started < 15
+    assert proc.returncode == 1
+    assert "process 'l2.1' failed (killed by SIGKILL)" in err, err
+    assert not descendants_alive(run_dir)
+
+
+def test_crashing_agent_is_reported_with_its_traceback(launch, tmp_path):
+    r = launch.run("configs/balance_random.toml", "--quiet", "--run-dir", str(tmp_path / "run"), *SMALL,
+                   "--set", "levels.2.agent=ppo", "--set", "levels.2.params.learning_rate=0.1", timeout=60)
+    assert r.returncode == 1
+    assert "process 'l3.0' failed" in r.stderr
+    assert "Traceback" in r.stderr and "learning_rate" in r.stderr
+    assert not descendants_alive(tmp_path / "run")
+
+
+def test_unknown_scenario_names_it(launch, tmp_path):
+    r = launch.run("configs/balance_random.toml", "--quiet", "--run-dir", str(tmp_path / "run"), *SMALL,
+                   "--set", "env.scenario=no_such_scenario", timeout=60)
+    assert r.returncode == 1
+    assert "process 'env' failed" in r.stderr and "no_such_scenario" in r.stderr
+
+
+def test_env_library_missing_is_a_clear_error(launch, tmp_path):
+    r = launch.run("configs/balance_random.toml", "--quiet", "--run-dir", str(tmp_path / "run"), *SMALL,
+                   "--set", "env.kind=pettingzoo", "--set", "env.scenario=not_installed_pkg.some_env_v0",
+                   "--set", "env.kwargs={}", timeout=60)
+    assert r.returncode == 1
+    assert "not_installed_pkg" in r.stderr
+
+
+def test_metrics_port_in_use_is_named(launch, tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.listen()
+        r = launch.run("configs/balance_random.toml", "--quiet", "--run-dir", str(tmp_path / "run"),
+                       "--set", "run.metrics=true", "--set", f"run.metrics_base_port={port}", timeout=30)
+    assert r.returncode == 2
+    assert f"port {port}" in r.stderr and "metrics" in r.stderr
+
+
+def test_tcp_transport_runs(launch, tmp_path):
+    run_dir = tmp_path / "run"
+    r = launch.run("configs/balance_random.toml", "--quiet", "--run-dir", str(run_dir), *SMALL,
+                   "--set", "run.transport=tcp", "--set", "run.total_env_steps=800")
+    assert r.returncode == 0, r.stderr
+    plan = json.loads((run_dir / "plan.json").read_text())
+    assert all(e.startswith("tcp://127.0.0.1:") for e in plan["endpoints"].values())
+    assert summary(run_dir)["l3.0"]["end"]["reason"] == "completed"
