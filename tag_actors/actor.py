@@ -70,6 +70,41 @@ def report_of(msg: Message) -> Report:
         raise HandshakeError(f"UP from {msg.sender!r} lacks array {e.args[0]!r}") from None
 
 
+class Inbox:
+    """A child's end of the link to its parent, as seen by the tick loop: the parent's latest instruction.
+
+    lockstep: at a tick where the parent decides, wait for its DOWN (the parent's decision ticks are computed
+    here from the same clocks, see ``AgentNode.decides_at``); async: never wait, take the newest DOWN that has
+    arrived. Either way STOP is noticed, and staleness (ticks and seconds since the parent computed the
+    instruction) is tracked for metrics.
+    """
+
+    def __init__(self, hub: Hub, link: ParentLink, wait: bool):
+        self.hub, self.link, self.wait = hub, link, wait
+        self.latest: np.ndarray | None = None
+        self.tick = 0
+        self.sent_at = 0.0
+        self.stopped = False
+
+    def _take(self, msg: Message) -> None:
+        if msg.kind == Kind.STOP:
+            self.stopped = True
+        else:
+            self.latest, self.tick, self.sent_at = msg.arrays["a"], msg.tick, msg.meta.get("ts", 0.0)
+
+    def update(self, parent_decides: bool) -> None:
+        """Called right after sending UP for this tick."""
+        if (self.wait and parent_decides) or self.latest is None:
+            self._take(self.hub.recv(self.link, (Kind.DOWN, Kind.STOP), None, "DOWN"))
+        if not self.wait:
+            for msg in self.hub.drain(self.link, (Kind.DOWN, Kind.STOP)):
+                self._take(msg)
+
+    def wait_stop(self) -> None:
+        while not self.stopped:
+            self._take(self.hub.recv(self.link, (Kind.DOWN, Kind.STOP), None, "STOP"))
+
+
 class Actor:
     """What the env and agent processes share: config, plan, hub, metrics."""
 
@@ -147,33 +182,33 @@ class EnvActor(Actor):
             tick, stop = 0, False
             ordered = list(links.items())
             periods = {c: self.plan.node(self.plan.parent[c]).period for c in links}
-            held: dict[str, np.ndarray] = {}
+            wait = cfg.level_mode(1) == "lockstep"
+            inboxes = {c: Inbox(self.hub, link, wait) for c, link in ordered}
             while True:
                 steps = level.level0.env_steps
                 for child, link in ordered:
                     self.send(link, up_message(reports[child], tick, steps, stop))
                 if stop:
-                    self.hub.recv_from_all([lk for _, lk in ordered], (Kind.STOP,), None, "STOP")
+                    for inbox in inboxes.values():
+                        inbox.wait_stop()
                     for _, link in ordered:
                         link.established = False
                         link.send(Message(Kind.BYE, ""))
                     reason = "completed"
                     return reason
                 ended = level.level0.pending_reset
-                deciding = [lk for child, lk in ordered
-                            if np.any((level.level0.episode_len % periods[child] == 0) & ~ended)]
-                downs = self.hub.recv_from_all(deciding, (Kind.DOWN,), None, "actions")
-                for link, msg in downs.items():
-                    held[link.me] = msg.arrays["a"]
+                for child, inbox in inboxes.items():
+                    inbox.update(bool(np.any((level.level0.episode_len % periods[child] == 0) & ~ended)))
                 started = time.perf_counter()
-                reports = level.step(held)
+                reports = level.step({c: inbox.latest for c, inbox in inboxes.items()})
                 if self.metrics:
                     self.metrics.observe_act(time.perf_counter() - started)
                     self.metrics.tick()
                     self.metrics.env_steps(level.level0.env_steps - steps)
                 recorder.after_tick()
                 tick += 1
-                stop = level.level0.env_steps >= cfg.run.total_env_steps
+                stop = level.level0.env_steps >= cfg.run.total_env_steps or any(
+                    i.stopped for i in inboxes.values())
         finally:
             recorder.close(reason)
             env.close()
@@ -218,9 +253,12 @@ class AgentActor(Actor):
 
     def loop(self, node: AgentNode, children: list[ChildLink], parent_link: ParentLink | None,
              recorder: Any) -> str:
-        hub, metrics = self.hub, self.metrics
+        hub, metrics, cfg = self.hub, self.metrics, self.cfg
+        level = node.spec.level
         parent_period = self.plan.node(parent_link.peer).period if parent_link else 0
-        instruction = None
+        inbox = Inbox(hub, parent_link, cfg.level_mode(level + 1) == "lockstep") if parent_link else None
+        children_wait = cfg.level_mode(level) == "lockstep"
+        staleness = [0.0, 0.0, 0]  # sum of ticks, sum of seconds, count
         tick = 0
         while True:
             ups = hub.recv_from_all(children, (Kind.UP,), None, "UP")
@@ -228,35 +266,46 @@ class AgentActor(Actor):
             env_steps = msgs[0].meta.get("e", 0)
             stop = any(m.meta.get("stop") for m in msgs)
             report = node.on_children([report_of(m) for m in msgs])
-            stopped_by_parent = False
-            if parent_link is not None:
+            if inbox is not None:
                 sent = time.perf_counter()
                 self.send(parent_link, up_message(report, tick, env_steps, stop))
-                if stop or node.decides_at(parent_period):
-                    down = hub.recv(parent_link, (Kind.DOWN, Kind.STOP), None, "DOWN")
-                    if metrics:
+                if not stop:
+                    waited = inbox.wait and node.decides_at(parent_period)
+                    inbox.update(node.decides_at(parent_period))
+                    if metrics and waited:
                         metrics.observe_roundtrip(parent_link.peer, time.perf_counter() - sent)
-                    if down.kind == Kind.STOP:
-                        stop = stopped_by_parent = True
-                    else:
-                        instruction = down.arrays["a"]
+                    stop = inbox.stopped
             if stop:
                 recorder.after_tick(env_steps)
                 recorder.checkpoint()
                 self.stop_children(children)
-                if parent_link is not None:
-                    if not stopped_by_parent:
-                        hub.recv(parent_link, (Kind.STOP,), None, "STOP")
+                if inbox is not None:
+                    inbox.wait_stop()
                     parent_link.established = False
                     parent_link.send(Message(Kind.BYE, ""))
+                recorder.log.write("staleness", ticks_mean=staleness[0] / max(staleness[2], 1),
+                                   seconds_mean=staleness[1] / max(staleness[2], 1), decisions=staleness[2])
                 return "completed"
-            actions = node.on_instruction(instruction)
+            # async: when every child is already a tick ahead, keep the books and decide later on fresher news
+            behind = not children_wait and all(hub.pending(link) for link in children)
+            actions = node.on_instruction(inbox.latest if inbox else None, allow_decision=not behind)
             if node.decided:  # otherwise the children keep what they hold without asking (see decides_at)
+                now = time.time()
                 for link, action in zip(children, actions, strict=True):
-                    self.send(link, Message(Kind.DOWN, "", tick=tick, batch=len(action), arrays={"a": action}))
+                    self.send(link, Message(Kind.DOWN, "", tick=tick, batch=len(action), arrays={"a": action},
+                                            meta={"ts": now}))
+                if inbox is not None:
+                    age_ticks, age_s = tick - inbox.tick, now - inbox.sent_at
+                    staleness[0] += age_ticks
+                    staleness[1] += age_s
+                    staleness[2] += 1
+                    if metrics:
+                        metrics.staleness(age_ticks, age_s)
+            node.maybe_update()
             if metrics:
                 metrics.tick()
-                metrics.observe_act(node.last_act_seconds)
+                if node.decided:
+                    metrics.observe_act(node.last_act_seconds)
             recorder.after_tick(env_steps)
             tick += 1
 

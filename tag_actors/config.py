@@ -34,7 +34,8 @@ class RunConfig:
     seed: int = 0
     """Seed for the env and every agent (each agent derives its own from it and its name)."""
     mode: str = "lockstep"
-    """'lockstep': every level waits for the one above each tick (reproducible)."""
+    """'lockstep': a level waits for the instruction of the level above at its decision ticks (reproducible);
+    'async': levels >= 2 never make the level below wait (see LevelConfig.mode)."""
     total_env_steps: int = 20_000
     """Stop after this many env steps (summed over the env copies)."""
     transport: str = "ipc"
@@ -91,6 +92,12 @@ class LevelConfig:
     """Levels >= 2: the instruction sent to each child: {type = 'box', dim = k} or {type = 'discrete', n = k}."""
     params: dict[str, Any] = field(default_factory=dict)
     """Settings of the agent type (e.g. PPO hyperparameters)."""
+    mode: str = ""
+    """How this level drives the level below: 'lockstep' (children wait for its instructions at its decision
+    ticks) or 'async' (children act on the latest instruction they hold). Empty: run.mode for levels >= 2,
+    lockstep for level 1 (the env waits for its actions)."""
+    period_s: float = 0.0
+    """Async only: decide on this wall-clock period (seconds) instead of every ``every`` ticks (slow agents)."""
 
 
 @dataclass
@@ -103,6 +110,13 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return {"run": dataclasses.asdict(self.run), "env": dataclasses.asdict(self.env),
                 "levels": [dataclasses.asdict(lv) for lv in self.levels]}
+
+    def level_mode(self, level: int) -> str:
+        """'lockstep' or 'async': how the agents of ``level`` (1-based) drive the level below them."""
+        explicit = self.levels[level - 1].mode
+        if explicit:
+            return explicit
+        return self.run.mode if level >= 2 else "lockstep"
 
     def instruction_space(self, level: int) -> Space:
         """The instruction an agent at ``level`` (>= 2) sends each child."""
@@ -197,8 +211,8 @@ def from_dict(raw: dict[str, Any], source: str = "<config>") -> Config:
 
 def validate(cfg: Config) -> None:
     src, run, env = cfg.source, cfg.run, cfg.env
-    if run.mode not in ("lockstep",):
-        raise ConfigError(f"{src}: run.mode must be 'lockstep', got {run.mode!r}")
+    if run.mode not in ("lockstep", "async"):
+        raise ConfigError(f"{src}: run.mode must be 'lockstep' or 'async', got {run.mode!r}")
     if run.transport not in ("ipc", "tcp"):
         raise ConfigError(f"{src}: run.transport must be 'ipc' or 'tcp', got {run.transport!r}")
     for key in ("total_env_steps", "max_message_bytes"):
@@ -222,6 +236,13 @@ def validate(cfg: Config) -> None:
             below = "env agents" if i == 0 else f"agents at level {i}"
             raise ConfigError(f"{where}.fan_in = {lv.fan_in} does not divide the {count} {below}")
         count //= lv.fan_in
+        if lv.mode not in ("", "lockstep", "async"):
+            raise ConfigError(f"{where}.mode: expected 'lockstep' or 'async', got {lv.mode!r}")
+        if lv.period_s < 0:
+            raise ConfigError(f"{where}.period_s must be >= 0")
+        if lv.period_s > 0 and cfg.level_mode(i + 1) != "async":
+            raise ConfigError(f"{where}.period_s needs this level in async mode (set run.mode = 'async' or "
+                              f"levels[{i}].mode = 'async'): in lockstep the level below waits on its ticks")
         if lv.message not in ("identity", "mean", "project"):
             raise ConfigError(f"{where}.message: expected identity, mean or project, got {lv.message!r}")
         if lv.message == "project" and lv.message_dim <= 0:

@@ -80,6 +80,7 @@ class LevelEnv:
             for child, action in zip(node.spec.children, node.on_instruction(instructions.get(node.name)),
                                      strict=True):
                 actions[child] = action
+            node.maybe_update()
         reports = self.below.step(actions)
         return {n.name: n.on_children([reports[c] for c in n.spec.children]) for n in self.nodes}
 

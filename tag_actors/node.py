@@ -97,6 +97,8 @@ class NodeSpec:
     message: str = "identity"
     message_dim: int = 0
     seed: int = 0
+    period_s: float = 0.0
+    """If > 0, decide on a wall-clock period instead of every ``period`` ticks (slow agents in async mode)."""
 
 
 class AgentNode:
@@ -132,6 +134,8 @@ class AgentNode:
         """(return, length in env ticks) of the episodes that ended since the last ``pop_finished()``."""
         self.update_stats: list[dict[str, float]] = []
         self.last_act_seconds = 0.0
+        self.due = np.zeros(n, dtype=bool)
+        self.last_decision_time = 0.0
         self.decided = False
         """Whether the last ``on_instruction`` took a decision (else the children's actions did not change)."""
         self.action_digest = 0
@@ -175,11 +179,19 @@ class AgentNode:
             return self.children_obs
         return np.concatenate([self.children_obs, self.instruction_space.as_features(instruction)], axis=1)
 
-    def on_instruction(self, instruction: np.ndarray | None) -> list[np.ndarray]:
+    def on_instruction(self, instruction: np.ndarray | None, allow_decision: bool = True) -> list[np.ndarray]:
+        """Close the windows that end at this tick, decide where one opens, return one action per child.
+
+        ``allow_decision=False`` (async mode, when the node is catching up on a backlog of ticks) only keeps the
+        books: decisions that fall due are remembered and taken at the next tick that allows one, on the latest
+        observation — a slow agent acts on fresh messages instead of working through stale ones."""
         obs = self.observation(instruction)
         terminated, truncated, _first = self._flags
         ended = terminated | truncated
-        decide = (self.episode_tick % self.spec.period == 0) & ~ended
+        due = self._due_now() & ~ended
+        self.due |= due
+        self.due &= ~ended
+        decide = self.due if allow_decision else np.zeros_like(self.due)
         close = self.window_open & (decide | ended)
         if close.any():
             self.agent.observe(self.reward_acc, terminated & close, truncated & close, obs, self.ticks_held, close)
@@ -190,21 +202,36 @@ class AgentNode:
             start = time.perf_counter()
             action = self.agent.act(obs, decide)
             self.last_act_seconds = time.perf_counter() - start
+            self.last_decision_time = time.monotonic()
             if decide.all():
                 self.held = np.asarray(action, dtype=self.held.dtype).copy()
             else:
                 self.held[decide] = action[decide]
             self.window_open |= decide
             self.ticks_held[decide] = 0
-            self.action_digest = zlib.crc32(self.held.tobytes(), self.action_digest)
             self.decisions += 1
-        if self.agent.ready():
-            stats = self.agent.update()
-            self.updates += 1
-            self.update_stats.append(stats)
+            self.action_digest = zlib.crc32(self.held.tobytes(), self.action_digest)
+            self.due[:] = False
         self.episode_tick += 1
         self.ticks += 1
         return self.split(self.held)
+
+    def _due_now(self) -> np.ndarray:
+        """Env copies whose decision falls due at this tick: every ``period`` ticks of their episode, or, with a
+        wall-clock ``period_s``, every copy once that much time has passed (and at an episode's first tick)."""
+        if self.spec.period_s > 0:
+            if time.monotonic() - self.last_decision_time >= self.spec.period_s:
+                return np.ones(self.num_envs, dtype=bool)
+            return self.episode_tick == 0
+        return self.episode_tick % self.spec.period == 0
+
+    def maybe_update(self) -> None:
+        """Learn when the agent holds a full batch. The runtime calls this after sending its actions down, so the
+        levels below keep working while this one learns; the order against the node's own state is the same in
+        every runtime, which keeps seeded runs identical."""
+        if self.agent.ready():
+            self.update_stats.append(self.agent.update())
+            self.updates += 1
 
     def split(self, action: np.ndarray) -> list[np.ndarray]:
         if len(self.spec.children) == 1:

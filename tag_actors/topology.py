@@ -68,7 +68,7 @@ def build_plan(cfg: Config) -> Plan:
                 parent[c] = name
             nodes.append(NodeSpec(name=name, level=lvl, children=children, period=period, agent_type=lc.agent,
                                   params=lc.params, message=lc.message, message_dim=lc.message_dim,
-                                  seed=agent_seed(cfg.run.seed, name)))
+                                  seed=agent_seed(cfg.run.seed, name), period_s=lc.period_s))
             current.append(name)
         below = current
     for name in below:

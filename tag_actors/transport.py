@@ -309,6 +309,24 @@ class Hub:
         link.last_recv_seq = msg.seq
         return msg
 
+    @staticmethod
+    def pending(link: Link) -> bool:
+        """Whether a message is waiting on ``link`` (no system call beyond reading the socket's state)."""
+        return bool(link.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN)
+
+    def drain(self, link: Link, kinds: tuple[Kind, ...]) -> list[Message]:
+        """Every message already waiting on ``link``, without blocking; other kinds are counted 'unexpected'."""
+        out = []
+        while self.pending(link):
+            msg = self.try_recv(link)
+            if msg is None:
+                continue
+            if msg.kind in kinds:
+                out.append(msg)
+            else:
+                self.count_bad(link.peer, "unexpected", f"{msg.kind.name} while draining")
+        return out
+
     def recv(self, link: Link, kinds: tuple[Kind, ...], timeout_s: float | None, what: str = "") -> Message:
         """The next message of one of ``kinds`` from ``link``; other kinds are counted as 'unexpected'."""
         got = self.recv_from_all([link], kinds, timeout_s, what)

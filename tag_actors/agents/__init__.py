@@ -9,6 +9,7 @@ from tag_actors.agents.base import Agent, AgentContext
 AGENT_TYPES: dict[str, str] = {
     "random": "tag_actors.agents.simple:RandomAgent",
     "heuristic": "tag_actors.agents.simple:HeuristicAgent",
+    "slow": "tag_actors.agents.simple:SlowAgent",
     "ppo": "tag_actors.agents.ppo:PPOAgent",
     "mappo": "tag_actors.agents.mappo:MAPPOAgent",
     "llm": "tag_actors.agents.llm:LLMAgent",

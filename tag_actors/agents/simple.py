@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from tag_actors.agents.base import Agent, AgentContext
@@ -34,3 +36,18 @@ class HeuristicAgent(Agent):
 
     def act(self, obs: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return self.policy(obs[:, : self.env_obs_dim])
+
+
+class SlowAgent(RandomAgent):
+    """Random actions after a fixed delay per decision: a stand-in for an LLM or a far host (``delay_s``)."""
+
+    def __init__(self, ctx: AgentContext):
+        super().__init__(ctx)
+        unknown = set(ctx.params) - {"delay_s"}
+        if unknown:
+            raise ValueError(f"agent {ctx.name!r} (slow): unknown parameter {sorted(unknown)[0]!r}; valid: delay_s")
+        self.delay_s = float(ctx.params.get("delay_s", 0.05))
+
+    def act(self, obs: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        time.sleep(self.delay_s)
+        return super().act(obs, mask)

@@ -1,0 +1,72 @@
+"""Async mode: a slow top agent (100 ms a decision) does not hold the levels below; no deadlock; staleness is
+measured and exported. No assertion on a timing: only on who ticked while whom was busy."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from pathlib import Path
+
+from conftest import descendants_alive
+
+from tag_actors.runlog import read_events
+
+SLOW_TOP = ["--set", "levels.2.agent=slow", "--set", "levels.2.params.delay_s=0.1", "--set", "env.num_envs=8",
+            "--set", "env.max_steps=50"]
+
+
+def ends(run_dir: Path) -> dict[str, dict]:
+    return {e["name"]: e for e in read_events(run_dir) if e["type"] == "end"}
+
+
+def test_slow_top_does_not_hold_lower_levels(launch, tmp_path):
+    run_dir = tmp_path / "run"
+    r = launch.run("configs/balance_random.toml", "--quiet", "--run-dir", str(run_dir), *SLOW_TOP,
+                   "--set", "run.mode=async", "--set", "run.total_env_steps=4000", timeout=120)
+    assert r.returncode == 0, r.stderr
+    e = ends(run_dir)
+    assert all(x["reason"] == "completed" for x in e.values())
+    ticks, top = e["env"]["ticks"], e["l3.0"]["decisions"]
+    assert ticks >= 500
+    # every tick the top took 100 ms; lower levels went on meanwhile, so the top decided on a fraction of ticks
+    assert top < ticks / 2, (top, ticks)
+    assert e["l1.0"]["decisions"] >= 0.9 * ticks - 10
+    stale = next(x for x in read_events(run_dir, "l2.0") if x["type"] == "staleness")
+    assert stale["ticks_mean"] > 1  # instructions were used while the top was still thinking
+    assert not descendants_alive(run_dir)
+
+
+def test_lockstep_with_slow_top_moves_at_its_pace(launch, tmp_path):
+    """The same slow top in lockstep: every tick where the top decides waits for it."""
+    run_dir = tmp_path / "run"
+    r = launch.run("configs/balance_random.toml", "--quiet", "--run-dir", str(run_dir), *SLOW_TOP,
+                   "--set", "run.total_env_steps=400", timeout=120)
+    assert r.returncode == 0, r.stderr
+    e = ends(run_dir)
+    assert e["l3.0"]["decisions"] >= e["env"]["ticks"] / 4 - 2  # it decided at every one of its ticks
+
+
+def test_staleness_is_exported(launch, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = launch.start("configs/balance_random.toml", "--quiet", "--run-dir", str(run_dir), *SLOW_TOP,
+                        "--set", "run.mode=async", "--set", "run.metrics=true",
+                        "--set", "run.total_env_steps=100000000")
+    deadline = time.monotonic() + 60
+    body = ""
+    while time.monotonic() < deadline:
+        try:
+            port = json.loads((run_dir / "plan.json").read_text())["metrics_ports"]["l2.0"]
+            body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+        except (OSError, KeyError, ValueError):
+            body = ""
+        if any(line.startswith("tag_instruction_staleness_ticks_count") and not line.rstrip().endswith(" 0.0")
+               for line in body.splitlines()):
+            break
+        time.sleep(0.5)
+    launch.kill(proc)
+    proc.wait()
+    assert "tag_instruction_staleness_seconds_bucket" in body
+    count = next(float(x.split()[-1]) for x in body.splitlines()
+                 if x.startswith("tag_instruction_staleness_ticks_count"))
+    assert count > 0
