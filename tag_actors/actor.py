@@ -116,6 +116,7 @@ class Actor:
         self.plan: Plan = build_plan(self.cfg)
         wiring = json.loads((run_dir / "plan.json").read_text())
         self.plan.endpoints = wiring["endpoints"]
+        self.resume = bool(wiring.get("resume"))
         self.level = self.plan.level_of(name)
         self.metrics = None
         if self.cfg.run.metrics:
@@ -176,9 +177,11 @@ class EnvActor(Actor):
             self.welcome_parent(link, child, level.message_space(child), level.instruction_space(child),
                                 level.info(child))
         recorder = EnvRecorder(self.run_dir, level.level0, self.metrics, cfg.run.log_every_s)
+        if self.resume:
+            recorder.restore()
         reason = "interrupted"
         try:
-            reports = level.reset(cfg.run.seed)
+            reports = level.reset(cfg.run.seed + recorder.ticks)  # a resumed run sees new episodes
             tick, stop = 0, False
             ordered = list(links.items())
             periods = {c: self.plan.node(self.plan.parent[c]).period for c in links}
@@ -243,6 +246,8 @@ class AgentActor(Actor):
         if parent_link:
             self.welcome_parent(parent_link, self.name, node.message_space, instruction, {})
         recorder = NodeRecorder(self.run_dir, node, self.metrics, cfg.run.checkpoint_every_s)
+        if self.resume:
+            recorder.restore()
         reason = "interrupted"
         try:
             reason = self.loop(node, children, parent_link, recorder)

@@ -139,6 +139,20 @@ def load(path: str | Path, overrides: list[str] | None = None) -> Config:
     return from_dict(raw, str(path))
 
 
+def load_resolved(path: Path, overrides: list[str] | None = None) -> Config:
+    """The config a run folder was started with (its config.json), plus overrides: for --resume."""
+    import json
+
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path}: cannot read the run's config: {e}") from None
+    raw = saved["config"]
+    for item in overrides or []:
+        apply_override(raw, item, str(path))
+    return from_dict(raw, saved.get("source", str(path)))
+
+
 def apply_override(raw: dict[str, Any], item: str, source: str) -> None:
     key, sep, text = item.partition("=")
     if not sep or not key.strip():

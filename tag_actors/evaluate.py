@@ -11,14 +11,15 @@ Level 0 is the env's per-agent return averaged over the env agents (the number B
 is an agent's own return (the sum of its children's rewards) averaged over the agents of that level.
 
 ``--deterministic``: PPO/MAPPO agents act with the mean of their Gaussian (clipped or squashed) or the most
-likely category instead of sampling. ``--gif PATH``: render env copy 0 (VMAS only; needs pyglet and a display,
-e.g. ``xvfb-run -a python -m tag_actors.evaluate ...``).
+likely category instead of sampling. ``--gif PATH``: render env copy 0 (VMAS only; needs pyglet and Pillow; without
+an X display pyglet renders headless through EGL, which works where libEGL (mesa) is installed).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import types
@@ -81,6 +82,8 @@ def load_run_config(run_dir: Path, overrides: list[str]) -> config_mod.Config:
 def evaluate(run_dir: Path, episodes: int = 32, seed: int = 12345, deterministic: bool = False,
              gif: Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
     run_dir = Path(run_dir)
+    if gif is not None and not os.environ.get("DISPLAY"):
+        headless_rendering()
     cfg = load_run_config(run_dir, list(overrides or []))
     cfg.env.num_envs = episodes
     cfg.run.seed = seed
@@ -146,6 +149,15 @@ def evaluate(run_dir: Path, episodes: int = 32, seed: int = 12345, deterministic
     return result
 
 
+def headless_rendering() -> None:
+    """Let pyglet (VMAS's renderer) draw offscreen through EGL when there is no X display."""
+    try:
+        import pyglet
+    except ImportError:
+        return
+    pyglet.options["headless"] = True
+
+
 def write_gif(frames: list[np.ndarray], path: Path, fps: int = 20) -> Path:
     from PIL import Image
 
@@ -161,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", type=int, default=32, help="episodes (= env copies run at once)")
     p.add_argument("--seed", type=int, default=12345, help="env and agent seed (use one training never used)")
     p.add_argument("--deterministic", action="store_true", help="PPO/MAPPO: act with the mode, do not sample")
-    p.add_argument("--gif", type=Path, help="write a GIF of env copy 0 (VMAS; needs pyglet and a display)")
+    p.add_argument("--gif", type=Path, help="write a GIF of env copy 0 (VMAS; pyglet, headless via EGL without a display)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     args = p.parse_args(argv)
     if args.episodes < 1:

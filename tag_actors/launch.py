@@ -30,7 +30,9 @@ GRACE_S = 10.0
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tag_actors.launch", description=__doc__.splitlines()[0])
-    p.add_argument("config", type=Path, help="TOML config (see configs/)")
+    p.add_argument("config", type=Path, nargs="?", help="TOML config (see configs/); omit with --resume")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                   help="continue a run from its checkpoints (its config, plus any --set; raise run.total_env_steps)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     p.add_argument("--seed", type=int, help="shorthand for --set run.seed=N")
     p.add_argument("--run-dir", type=Path, help="run folder (default: runs/<name>-<time>)")
@@ -60,7 +62,7 @@ def check_port_free(port: int, host: str, what: str) -> None:
             raise config_mod.ConfigError(f"{what}: port {port} on {host} is in use ({e.strerror})") from None
 
 
-def prepare_run(cfg: config_mod.Config, run_dir: Path) -> dict[str, Any]:
+def prepare_run(cfg: config_mod.Config, run_dir: Path, resume: bool = False) -> dict[str, Any]:
     """Write config.json and plan.json into ``run_dir``; returns the plan's wiring."""
     plan = build_plan(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -85,7 +87,7 @@ def prepare_run(cfg: config_mod.Config, run_dir: Path) -> dict[str, Any]:
         else:
             metrics_ports = dict(zip(names, free_ports(len(names)), strict=True))
     wiring = {"endpoints": plan.endpoints, "metrics_ports": metrics_ports, "host": socket.gethostname(),
-              "metrics_addr": "127.0.0.1"}
+              "metrics_addr": "127.0.0.1", "resume": resume}
     (run_dir / "config.json").write_text(json.dumps({"config": cfg.to_dict(), "source": cfg.source}, indent=2))
     if metrics_ports:
         from tag_actors.metrics import link_file_sd, write_file_sd
@@ -274,19 +276,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     overrides = list(args.set) + ([f"run.seed={args.seed}"] if args.seed is not None else [])
     try:
-        cfg = config_mod.load(args.config, overrides)
-        run_dir = args.run_dir or Path("runs") / f"{cfg.run.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        run_dir = run_dir.resolve()
+        if args.resume:
+            run_dir = args.resume.resolve()
+            cfg = config_mod.load_resolved(run_dir / "config.json", overrides)
+        elif args.config is None:
+            raise config_mod.ConfigError("give a CONFIG file, or --resume RUN_DIR")
+        else:
+            cfg = config_mod.load(args.config, overrides)
+            run_dir = (args.run_dir or Path("runs") / f"{cfg.run.name}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
         if args.serial:
             from tag_actors.serial import run_serial
 
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "config.json").write_text(json.dumps({"config": cfg.to_dict(), "source": cfg.source}))
-            result = run_serial(cfg, run_dir)
+            result = run_serial(cfg, run_dir, resume=bool(args.resume))
             print(f"serial run done: {result}")
             print(f"run folder: {run_dir}\nepisodes: {write_summary(run_dir)}")
             return 0
-        wiring = prepare_run(cfg, run_dir)
+        wiring = prepare_run(cfg, run_dir, resume=bool(args.resume))
     except config_mod.ConfigError as e:
         print(f"tag_actors: config error: {e}", file=sys.stderr)
         return 2

@@ -9,7 +9,7 @@ from typing import Any
 
 from tag_actors.envs import Level0
 from tag_actors.node import AgentNode
-from tag_actors.runlog import EventLog, checkpoint_path, save_checkpoint
+from tag_actors.runlog import EventLog, checkpoint_path, load_checkpoint, save_checkpoint
 
 
 class NodeRecorder:
@@ -39,6 +39,14 @@ class NodeRecorder:
         if self.checkpoint_every_s and time.monotonic() - self.last_checkpoint > self.checkpoint_every_s:
             self.checkpoint()
 
+    def restore(self) -> bool:
+        """Load this node's checkpoint if there is one (``--resume``); episodes start afresh."""
+        if not self.checkpoint_file.exists():
+            return False
+        self.node.load_state_dict(load_checkpoint(self.checkpoint_file))
+        self.log.write("resumed", ticks=self.node.ticks, updates=self.node.updates, decisions=self.node.decisions)
+        return True
+
     def checkpoint(self) -> None:
         save_checkpoint(self.checkpoint_file, self.node.state_dict())
         self.last_checkpoint = time.monotonic()
@@ -56,11 +64,21 @@ class EnvRecorder:
     def __init__(self, run_dir: Path, level0: Level0, metrics: Any = None, log_every_s: float = 2.0):
         self.level0 = level0
         self.log = EventLog(run_dir, "env")
+        self.run_dir = run_dir
         self.metrics = metrics
         self.ticks = 0
         self.log_every_s = log_every_s
         self.started = self.last_status = time.monotonic()
         self.last_steps = 0
+
+    def restore(self) -> None:
+        """Continue the env's counters (env steps, ticks) from its checkpoint; the env copies start new episodes."""
+        path = checkpoint_path(self.run_dir, "env")
+        if path.exists():
+            state = load_checkpoint(path)
+            self.level0.env_steps, self.ticks = state["env_steps"], state["ticks"]
+            self.last_steps = self.level0.env_steps
+            self.log.write("resumed", ticks=self.ticks, env_steps=self.level0.env_steps)
 
     def after_tick(self) -> None:
         self.ticks += 1
@@ -84,6 +102,8 @@ class EnvRecorder:
         self.last_status, self.last_steps = now, steps
 
     def close(self, reason: str) -> None:
+        save_checkpoint(checkpoint_path(self.run_dir, "env"), {"env_steps": self.level0.env_steps,
+                                                                "ticks": self.ticks})
         self.status(time.monotonic())
         self.log.write("end", reason=reason, ticks=self.ticks, env_steps=self.level0.env_steps)
         self.log.close()

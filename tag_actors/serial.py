@@ -17,7 +17,7 @@ from tag_actors.recorder import EnvRecorder, NodeRecorder
 from tag_actors.topology import build_plan
 
 
-def run_serial(cfg: Config, run_dir: Path, progress: Any = None) -> dict[str, Any]:
+def run_serial(cfg: Config, run_dir: Path, progress: Any = None, resume: bool = False) -> dict[str, Any]:
     plan = build_plan(cfg)
     env = make_env(cfg.env.kind, cfg.env.scenario, cfg.env.num_envs, cfg.run.seed, dict(cfg.env.kwargs))
     stack = build_hierarchy(cfg, plan, env)
@@ -26,11 +26,15 @@ def run_serial(cfg: Config, run_dir: Path, progress: Any = None) -> dict[str, An
     nodes = [n for lv in levels for n in lv.nodes]
     recorders = [NodeRecorder(run_dir, n, None, cfg.run.checkpoint_every_s) for n in nodes]
     env_rec = EnvRecorder(run_dir, level0, None, cfg.run.log_every_s)
+    if resume:
+        env_rec.restore()
+        for rec in recorders:
+            rec.restore()
     top = levels[-1]
     started = time.perf_counter()
     reason = "interrupted"
     try:
-        top.reset(cfg.run.seed)
+        top.reset(cfg.run.seed + env_rec.ticks)  # a resumed run sees new episodes
         while level0.env_steps < cfg.run.total_env_steps:
             steps = level0.env_steps
             top.step({})

@@ -205,3 +205,24 @@ def test_tcp_transport_runs(launch, tmp_path):
     plan = json.loads((run_dir / "plan.json").read_text())
     assert all(e.startswith("tcp://127.0.0.1:") for e in plan["endpoints"].values())
     assert summary(run_dir)["l3.0"]["end"]["reason"] == "completed"
+
+
+@pytest.mark.parametrize("serial", [False, True])
+def test_resume_continues_counters_and_parameters(launch, tmp_path, serial):
+    cfg = write_config(tmp_path / "c.toml", DEPTHS[2])
+    run_dir = tmp_path / "run"
+    mode = ["--serial"] if serial else []
+    r = launch.run(str(cfg), "--quiet", "--run-dir", str(run_dir), *mode)
+    assert r.returncode == 0, r.stderr
+    first = {n: s["end"] for n, s in summary(run_dir).items()}
+    r = launch.run("--resume", str(run_dir), "--quiet", "--set", "run.total_env_steps=3200", *mode)
+    assert r.returncode == 0, r.stderr
+    resumed = {e["name"]: e for e in read_events(run_dir) if e["type"] == "resumed"}
+    for name in ("l1.0", "l2.0"):
+        assert resumed[name]["updates"] == first[name]["updates"] > 0
+        assert resumed[name]["ticks"] == first[name]["ticks"]
+    assert resumed["env"]["env_steps"] == first["env"]["env_steps"]
+    last = [e for e in read_events(run_dir, "env") if e["type"] == "end"][-1]
+    assert last["env_steps"] >= 3200
+    l1_end = [e for e in read_events(run_dir, "l1.0") if e["type"] == "end"][-1]
+    assert l1_end["updates"] > first["l1.0"]["updates"]
