@@ -182,7 +182,7 @@ class EnvActor(Actor):
         reason = "interrupted"
         try:
             reports = level.reset(cfg.run.seed + recorder.ticks)  # a resumed run sees new episodes
-            tick, stop = 0, False
+            tick, stop = recorder.ticks, False  # the run's clock; continues on --resume
             ordered = list(links.items())
             periods = {c: self.plan.node(self.plan.parent[c]).period for c in links}
             wait = cfg.level_mode(1) == "lockstep"
@@ -199,9 +199,9 @@ class EnvActor(Actor):
                         link.send(Message(Kind.BYE, ""))
                     reason = "completed"
                     return reason
-                ended = level.level0.pending_reset
+                all_ended = bool(level.level0.pending_reset.all())
                 for child, inbox in inboxes.items():
-                    inbox.update(bool(np.any((level.level0.episode_len % periods[child] == 0) & ~ended)))
+                    inbox.update(tick % periods[child] == 0 and not all_ended)  # as AgentNode.decides_at
                 started = time.perf_counter()
                 reports = level.step({c: inbox.latest for c, inbox in inboxes.items()})
                 if self.metrics:
@@ -264,7 +264,7 @@ class AgentActor(Actor):
         inbox = Inbox(hub, parent_link, cfg.level_mode(level + 1) == "lockstep") if parent_link else None
         children_wait = cfg.level_mode(level) == "lockstep"
         staleness = [0.0, 0.0, 0]  # sum of ticks, sum of seconds, count
-        tick = 0
+        tick = node.ticks  # the run's clock; continues on --resume
         while True:
             ups = hub.recv_from_all(children, (Kind.UP,), None, "UP")
             msgs = [ups[link] for link in children]

@@ -11,8 +11,9 @@ Each tick a node gets two calls, always in this order:
                            that end here (``agent.observe``), decides where a window opens (``agent.act``), runs a
                            learning update when the agent has a full batch, and returns one action per child.
 
-Decisions are per env copy: copy ``b`` decides when its episode tick is a multiple of ``period`` (the product of
-the ``every`` of this level and all levels below), so copies that reset at different times stay correct.
+Decisions follow the run's tick clock: an agent decides every ``period`` ticks (the product of the ``every`` of its
+level and all levels below), for every env copy that is not at its episode's last tick. Windows are per copy: an
+episode end closes the copy's window (its final observation reaches ``observe``).
 """
 
 from __future__ import annotations
@@ -167,12 +168,12 @@ class AgentNode:
         return Report(message, reward, head.terminated, head.truncated, first)
 
     def decides_at(self, period: int) -> bool:
-        """Whether an agent with decision ``period`` decides for any env copy this tick (valid after
-        ``on_children``). A child and its parent compute the same answer from the same flags and clocks, so when
-        the parent does not decide the child keeps its instruction without waiting for one (lockstep stays
-        exact, and the round trip up the tree is paid only on the parent's decision ticks)."""
+        """Whether an agent with decision ``period`` decides this tick (valid after ``on_children``). A child and
+        its parent compute the same answer from the same tick count and flags, so when the parent does not
+        decide the child keeps its instruction without waiting for one: lockstep stays exact, and the round trip
+        up the tree is paid only on the parent's decision ticks."""
         terminated, truncated, _ = self._flags
-        return bool(np.any((self.episode_tick % period == 0) & ~(terminated | truncated)))
+        return self.ticks % period == 0 and not bool(np.all(terminated | truncated))
 
     def observation(self, instruction: np.ndarray | None) -> np.ndarray:
         if instruction is None:
@@ -217,13 +218,15 @@ class AgentNode:
         return self.split(self.held)
 
     def _due_now(self) -> np.ndarray:
-        """Env copies whose decision falls due at this tick: every ``period`` ticks of their episode, or, with a
-        wall-clock ``period_s``, every copy once that much time has passed (and at an episode's first tick)."""
+        """Env copies whose decision falls due at this tick: all of them every ``period`` ticks of the run's
+        clock (one clock for every copy, so a level's decisions and its round trips come together), or, with a
+        wall-clock ``period_s``, once that much time has passed. A copy that starts a new episode between two
+        decision ticks keeps its held action until the next one (at most ``period - 1`` ticks)."""
         if self.spec.period_s > 0:
-            if time.monotonic() - self.last_decision_time >= self.spec.period_s:
-                return np.ones(self.num_envs, dtype=bool)
-            return self.episode_tick == 0
-        return self.episode_tick % self.spec.period == 0
+            due = time.monotonic() - self.last_decision_time >= self.spec.period_s or self.ticks == 0
+        else:
+            due = self.ticks % self.spec.period == 0
+        return np.full(self.num_envs, due)
 
     def maybe_update(self) -> None:
         """Learn when the agent holds a full batch. The runtime calls this after sending its actions down, so the

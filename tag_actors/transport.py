@@ -31,6 +31,9 @@ from zmq.utils.monitor import parse_monitor_message
 from tag_actors.wire import DEFAULT_MAX_MESSAGE_BYTES, BadFrame, HandshakeError, Kind, Message, decode, encode
 
 log = logging.getLogger(__name__)
+ZERO_COPY_BYTES = 256 * 1024
+"""Messages at least this big are sent zero-copy. Below it a copy is cheaper than pyzmq's zero-copy bookkeeping
+(each zero-copy frame is released through its garbage-collector thread), measured on the per-tick path."""
 
 
 class PeerLost(RuntimeError):
@@ -73,6 +76,7 @@ class Link:
         self.last_recv_seq = -1
         self.suspect_since: float | None = None
         self.bytes_sent = self.bytes_received = 0
+        self._identity = peer.encode()
 
     def send(self, msg: Message) -> int:
         """Send; returns the bytes sent (header + arrays)."""
@@ -80,17 +84,17 @@ class Link:
         msg.seq = self.send_seq
         self.send_seq += 1
         frames = encode(msg)
-        self._send_frames(frames)
         nbytes = len(frames[0]) + msg.nbytes()
+        self._send_frames(frames, nbytes >= ZERO_COPY_BYTES)
         self.bytes_sent += nbytes
         return nbytes
 
-    def _send_frames(self, frames: list) -> None:
-        self.sock.send_multipart(frames, copy=False)
+    def _send_frames(self, frames: list, zero_copy: bool) -> None:
+        self.sock.send_multipart(frames, copy=not zero_copy)
 
     def _recv_frames(self) -> list | None:
         """The frames of one pending message, or None if it was not for us (dropped and counted)."""
-        return self.sock.recv_multipart(copy=False)
+        return self.sock.recv_multipart()
 
     def close(self) -> None:
         if self.sock.closed:
@@ -107,13 +111,13 @@ class ChildLink(Link):
 class ParentLink(Link):
     """The child's end of the link to its parent: a ROUTER bound at the child's endpoint."""
 
-    def _send_frames(self, frames: list) -> None:
-        self.sock.send_multipart([self.peer.encode(), *frames], copy=False)
+    def _send_frames(self, frames: list, zero_copy: bool) -> None:
+        self.sock.send_multipart([self._identity, *frames], copy=not zero_copy)
 
     def _recv_frames(self) -> list | None:
-        frames = self.sock.recv_multipart(copy=False)
-        identity = frames[0].bytes
-        if identity != self.peer.encode():
+        frames = self.sock.recv_multipart()
+        identity = frames[0]
+        if identity != self._identity:
             self.hub.count_bad(f"{identity.decode(errors='replace')}@{self.endpoint}", "unknown_peer",
                                f"a peer other than {self.peer!r} sent to {self.me!r}")
             return None
@@ -290,7 +294,7 @@ class Hub:
         frames = link._recv_frames()
         if frames is None:
             return None
-        nbytes = sum(f.buffer.nbytes for f in frames)
+        nbytes = sum(len(f) for f in frames)
         try:
             msg = decode(frames, self.max_message_bytes)
         except BadFrame as e:
@@ -334,18 +338,14 @@ class Hub:
 
     def recv_from_all(self, links: list[Link], kinds: tuple[Kind, ...], timeout_s: float | None,
                       what: str = "") -> dict[Link, Message]:
-        """One message of ``kinds`` from each link (the per-tick barrier of lockstep)."""
-        pending = set(links)
+        """One message of ``kinds`` from each link (the per-tick barrier of lockstep). Reads what is already
+        there before polling: on the hot path the message has usually arrived."""
+        pending = list(links)
         got: dict[Link, Message] = {}
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while pending:
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                names = ", ".join(sorted(link.peer for link in pending))
-                raise LinkTimeout(f"{self.name!r} waited {timeout_s:.0f}s for {what or 'a message'} from {names}")
-            ready = self.wait(pending, remaining)
-            for link in ready:
-                while link in pending and link.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        while True:
+            for link in tuple(pending):
+                while self.pending(link):
                     msg = self.try_recv(link)
                     if msg is None:
                         continue
@@ -354,9 +354,16 @@ class Hub:
                                        f"{'/'.join(k.name for k in kinds)}")
                         continue
                     got[link] = msg
-                    pending.discard(link)
+                    pending.remove(link)
+                    break
+            if not pending:
+                return got
             self.check_peers(lk for lk in self.links if lk not in got)
-        return got
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                names = ", ".join(sorted(link.peer for link in pending))
+                raise LinkTimeout(f"{self.name!r} waited {timeout_s:.0f}s for {what or 'a message'} from {names}")
+            self.wait(pending, remaining)
 
     def close(self) -> None:
         if self.ctx.closed:

@@ -13,6 +13,7 @@ the transport counts per peer and drops. Never pickle.
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,7 @@ DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 ALLOWED_DTYPES = frozenset(
     {"bool", "uint8", "int8", "uint16", "int16", "uint32", "int32", "int64", "float16", "float32", "float64"}
 )
+_DTYPES = {name: np.dtype(name) for name in ALLOWED_DTYPES}
 
 # Bits of the per-env flags array carried by UP messages.
 TERMINATED, TRUNCATED, FIRST = 1, 2, 4
@@ -40,6 +42,9 @@ class Kind(enum.IntEnum):
     STOP = 6  # parent -> child: the run is over, finish and acknowledge
     BYE = 7  # child -> parent: STOP acknowledged
     PING = 8  # liveness probe; ignored by the data path
+
+
+_KINDS = {int(k): k for k in Kind}
 
 
 class BadFrame(ValueError):
@@ -73,7 +78,7 @@ def encode(msg: Message) -> list[Any]:
         if not arr.flags.c_contiguous:
             arr = np.ascontiguousarray(arr)
         specs.append((name, arr.dtype.name, arr.shape))
-        buffers.append(arr.data if arr.ndim else arr.tobytes())
+        buffers.append(arr.data if arr.ndim else arr.tobytes())  # a 0-d array has no buffer view of its own
     header = {"k": int(msg.kind), "v": PROTOCOL_VERSION, "s": msg.sender, "q": msg.seq, "t": msg.tick,
               "b": msg.batch, "a": specs}
     if msg.meta:
@@ -102,17 +107,19 @@ def decode(frames: list[Any], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Mes
     if not isinstance(header, dict):
         raise BadFrame("header", f"header must be a map, got {type(header).__name__}")
     try:
-        kind = Kind(header["k"])
+        kind = _KINDS[header["k"]]
         version, sender = header["v"], header["s"]
         seq, tick, batch = header["q"], header["t"], header["b"]
         specs = header["a"]
     except KeyError as e:
+        if e.args[0] == header.get("k"):
+            raise BadFrame("kind", f"unknown message kind {header.get('k')!r}") from None
         raise BadFrame("header", f"header lacks field {e.args[0]!r}") from None
-    except (ValueError, TypeError):
+    except TypeError:
         raise BadFrame("kind", f"unknown message kind {header.get('k')!r}") from None
     if version != PROTOCOL_VERSION:
         raise BadFrame("version", f"protocol version {version!r}, this side speaks {PROTOCOL_VERSION}")
-    if not isinstance(sender, str) or not all(isinstance(x, int) for x in (seq, tick, batch)):
+    if type(sender) is not str or type(seq) is not int or type(tick) is not int or type(batch) is not int:
         raise BadFrame("header", "sender must be a string and seq/tick/batch integers")
     if not isinstance(specs, list) or len(specs) != len(views) - 1:
         raise BadFrame("frames", f"header announces {len(specs) if isinstance(specs, list) else '?'} arrays, "
@@ -122,24 +129,25 @@ def decode(frames: list[Any], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Mes
         raise BadFrame("header", "meta must be a map")
     arrays = {}
     for spec, view in zip(specs, views[1:], strict=True):
-        name = _check_spec(spec, view)  # before touching the buffer
-        arrays[name] = np.frombuffer(view, dtype=spec[1]).reshape(spec[2])
+        name, dtype = _check_spec(spec, view)  # before touching the buffer
+        arrays[name] = np.frombuffer(view, dtype=dtype).reshape(spec[2])
     return Message(kind, sender, seq, tick, batch, arrays, meta)
 
 
-def _check_spec(spec: Any, view: memoryview) -> str:
-    if not (isinstance(spec, list) and len(spec) == 3 and isinstance(spec[0], str)):
+def _check_spec(spec: Any, view: memoryview) -> tuple[str, np.dtype]:
+    if type(spec) is not list or len(spec) != 3 or type(spec[0]) is not str:
         raise BadFrame("array", f"array spec must be [name, dtype, shape], got {spec!r}")
-    name, dtype, shape = spec
-    if dtype not in ALLOWED_DTYPES:
-        raise BadFrame("dtype", f"array {name!r} has dtype {dtype!r}, not in the allowlist")
-    if not (isinstance(shape, list) and all(isinstance(s, int) and s >= 0 for s in shape)):
+    name, dtype_name, shape = spec
+    dtype = _DTYPES.get(dtype_name) if type(dtype_name) is str else None
+    if dtype is None:
+        raise BadFrame("dtype", f"array {name!r} has dtype {dtype_name!r}, not in the allowlist")
+    if type(shape) is not list or not all(type(s) is int and s >= 0 for s in shape):
         raise BadFrame("array", f"array {name!r} has a bad shape {shape!r}")
-    expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    expected = math.prod(shape) * dtype.itemsize
     if view.nbytes != expected:
-        raise BadFrame("truncated", f"array {name!r} {dtype}{tuple(shape)} needs {expected} bytes, frame has "
+        raise BadFrame("truncated", f"array {name!r} {dtype_name}{tuple(shape)} needs {expected} bytes, frame has "
                        f"{view.nbytes}")
-    return name
+    return name, dtype
 
 
 # --- the handshake -------------------------------------------------------------------------------------------
