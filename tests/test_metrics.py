@@ -330,14 +330,29 @@ def test_ppo_update_stats_feed_the_learner_gauges_the_dashboards_query():
     from tag_actors.spaces import Box
 
     n, obs_dim = 4, 3
-    agent = PPOAgent(AgentContext(name="t", level=1, obs_dim=obs_dim, action_space=Box((2,), -1.0, 1.0),
-                                  num_envs=n, seed=0, params={"rollout_len": 4}))
+    agent = PPOAgent(
+        AgentContext(
+            name="t",
+            level=1,
+            obs_dim=obs_dim,
+            action_space=Box((2,), -1.0, 1.0),
+            num_envs=n,
+            seed=0,
+            params={"rollout_len": 4},
+        )
+    )
     rng = np.random.default_rng(0)
     every = np.ones(n, dtype=bool)
     while not agent.ready():
         agent.act(rng.normal(size=(n, obs_dim)).astype(np.float32), every)
-        agent.observe(rng.normal(size=n).astype(np.float32), np.zeros(n, bool), np.zeros(n, bool),
-                      rng.normal(size=(n, obs_dim)).astype(np.float32), np.ones(n, np.int64), every)
+        agent.observe(
+            rng.normal(size=n).astype(np.float32),
+            np.zeros(n, bool),
+            np.zeros(n, bool),
+            rng.normal(size=(n, obs_dim)).astype(np.float32),
+            np.ones(n, np.int64),
+            every,
+        )
     stats = agent.update()
     reported = {LEARNER_ALIASES.get(k, k) for k in stats}
 
@@ -348,7 +363,9 @@ def test_ppo_update_stats_feed_the_learner_gauges_the_dashboards_query():
     queried.discard("stat")  # tag_learner_stat{stat=...}: whatever is left over
     assert queried, "no dashboard queries a learner gauge"
     assert queried <= set(LEARNER_STATS), queried - set(LEARNER_STATS)
-    assert queried <= reported, f"dashboards query learner gauges PPO never reports: {sorted(queried - reported)}"
+    assert queried <= reported, (
+        f"dashboards query learner gauges PPO never reports: {sorted(queried - reported)}"
+    )
 
     m = ProcessMetrics("r", "agent", "a", 1, "h")
     m.learner(stats)

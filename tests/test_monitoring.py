@@ -1,9 +1,18 @@
-"""monitoring/: promtool checks, dashboard structure, and a live Prometheus scraping three metric processes.
+"""monitoring/: promtool checks, dashboard structure, and a real Prometheus scraping live processes.
 
-The live test runs every expression of every dashboard panel (and every recording rule) against a real
-Prometheus fed by three small processes that use tag_actors.metrics, then kills one process and waits for the
-TagAgentDown alert. It needs Debian's `prometheus` (scripts/install_prometheus.sh); with CI=true the test runs
-that script itself when the binary is missing, otherwise it skips and says so.
+Two live tests run every expression of every dashboard panel and variable, and every recording and alert rule
+(as Prometheus loaded them), against a real Prometheus (random loopback port, temporary storage, 1 s scrape and
+evaluation, the rules of monitoring/rules), then kill one process and wait for TagAgentDown:
+
+* ``test_live_prometheus_real_run``: a real 3-level PPO run started with ``python -m tag_actors.launch``
+  (8 processes); what the runtime does not emit is listed, with the reason, in REAL_ALLOWED_EMPTY and
+  ALERTS_ALLOWED_EMPTY, and REAL_PER_PROCESS checks that each process really reports what it should. About
+  20-30 s here (most of it 8 processes importing torch), bounded at 120 s.
+* ``test_live_prometheus_fake_processes_every_metric``: three small processes that call every ProcessMetrics
+  method (staleness, LLM calls, queue depth too), so the panels a real run leaves empty are checked with data.
+
+They need Debian's `prometheus` (scripts/install_prometheus.sh); with CI=true the tests run that script
+themselves when the binary is missing, otherwise they skip and say so.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -34,13 +44,6 @@ DASHBOARDS = sorted((MON / "grafana" / "dashboards").glob("*.json"))
 RULES = MON / "rules" / "tag_actors.rules.yml"
 INSTALL = ROOT / "scripts" / "install_prometheus.sh"
 DS_UID = "tag-prometheus"
-
-# Expressions (matched by substring) that may legitimately return no sample in the live test, but must still be
-# valid queries: the fake processes never see a bad frame, and no alert fires before one process is killed.
-ALLOWED_EMPTY = {
-    "tag_bad_frames_total": "no malformed frame is ever received by the fake processes",
-    "ALERTS{": "no alert is active while every process is healthy",
-}
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
@@ -88,11 +91,12 @@ def variable_queries() -> list[tuple[str, str, str]]:
     return out
 
 
-SUBST = [("$__rate_interval", "10s"), ("$run", ".*"), ("$level", ".*"), ("$agent", ".*"), ("$link", ".*")]
+SUBST = [("$__rate_interval", "10s"), ("$level", ".*"), ("$agent", ".*"), ("$link", ".*")]
 
 
-def concrete(expr: str) -> str:
-    for a, b in SUBST:
+def concrete(expr: str, run: str = ".*") -> str:
+    """The expression with Grafana's variables replaced: $run by ``run``, the others by ``.*``."""
+    for a, b in [*SUBST, ("$run", run)]:
         expr = expr.replace(a, b)
     assert "$" not in expr, f"unsubstituted variable in {expr!r}"
     return expr
@@ -112,16 +116,38 @@ def api(base: str, path: str, **params) -> dict:
         return json.loads(r.read())
 
 
+def query(base: str, q: str) -> list[dict]:
+    """An instant query's result list (asserting it succeeded)."""
+    res = api(base, "/api/v1/query", query=q)
+    assert res["status"] == "success", f"{q}: {res}"
+    return res["data"]["result"]
+
+
 # ---------------------------------------------------------------------------------------------------- static
-def test_promtool_check_config_and_rules():
+def test_promtool_check_config_and_rules(tmp_path):
+    """promtool on monitoring/prometheus.yml: its syntax as it is (whatever runs are linked in targets/ now: a
+    link to a deleted run folder would fail a full check), and a full check (rules, file_sd lists) of a copy
+    reading a file_sd list written by write_file_sd."""
     _, promtool = _tools()
-    r = subprocess.run(
-        [promtool, "check", "config", str(MON / "prometheus.yml")], capture_output=True, text=True, timeout=60
+
+    def check(*args: str) -> str:
+        r = subprocess.run([promtool, "check", *args], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return r.stdout + r.stderr
+
+    assert "SUCCESS" in check("config", "--syntax-only", str(MON / "prometheus.yml"))
+    targets = tmp_path / "targets"
+    write_file_sd(
+        targets / "run.json",
+        [file_sd_target("127.0.0.1", 9999, run="r", level=1, agent="l1.0", host="h", role="agent")],
     )
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "SUCCESS" in r.stdout + r.stderr
-    r = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stdout + r.stderr
+    cfg = (MON / "prometheus.yml").read_text()
+    cfg = cfg.replace("- rules/*.rules.yml", f"- {MON / 'rules'}/*.rules.yml")
+    cfg = cfg.replace("- targets/*.json", f"- {targets}/*.json")
+    (tmp_path / "prometheus.yml").write_text(cfg)
+    out = check("config", str(tmp_path / "prometheus.yml"))
+    assert "SUCCESS: 1 rule files found" in out, out
+    check("rules", str(RULES))
 
 
 def test_rules_have_the_expected_alerts():
@@ -239,7 +265,7 @@ while time.monotonic() < t_end and os.getppid() == parent:
         m.episode(random.uniform(-5, 20) + i * 0.01, 100)
     if level == 1 and i % 20 == 0:
         m.learner({"policy_loss": random.random(), "value_loss": random.random(), "entropy": 1.0,
-                   "approx_kl": 0.01, "clip_fraction": 0.1, "lr": 3e-4, "update_seconds": 0.05,
+                   "approx_kl": 0.01, "clipfrac": 0.1, "lr": 3e-4, "update_seconds": 0.05,
                    "adv_mean": 0.0})
     if level >= 1 and i % 25 == 0:
         m.checkpoint_saved()
@@ -357,8 +383,89 @@ def _has_finite(result: list) -> bool:
     return False
 
 
+def loaded_rules(base: str) -> list[dict]:
+    """The rules Prometheus loaded (name, query, type), each asserted healthy once it has been evaluated."""
+    rules = [r for g in api(base, "/api/v1/rules")["data"]["groups"] for r in g["rules"]]
+    names = {r["name"] for r in rules}
+    assert set(re.findall(r"^\s*- (?:record|alert): (\S+)\s*$", RULES.read_text(), flags=re.M)) == names
+    for r in rules:
+        assert r["health"] in ("ok", "unknown"), f"rule {r['name']}: {r['health']} {r.get('lastError')}"
+    return rules
+
+
+def live_queries(base: str, run: str = ".*") -> dict[str, str]:
+    """concrete PromQL -> where it comes from: every dashboard panel target and variable (with $run = ``run``),
+    every recording rule's name and expression and every alert's expression (as Prometheus loaded them)."""
+    queries: dict[str, str] = {}
+    for dash, title, expr in all_exprs():
+        queries.setdefault(concrete(expr, run), f"{dash}: {title}")
+    for dash, var, q in variable_queries():
+        queries.setdefault(concrete(q, run), f"{dash}: variable ${var}")
+    for r in loaded_rules(base):
+        if r["type"] == "recording":
+            queries.setdefault(r["name"], f"recording rule {r['name']} (its series)")
+            queries.setdefault(r["query"], f"recording rule {r['name']}")
+        else:
+            queries.setdefault(r["query"], f"alert {r['name']}")
+    return queries
+
+
+# Alerts whose expression may legitimately be empty in the live tests (each is still run and must be valid).
+ALERTS_ALLOWED_EMPTY = {
+    "TagAgentDown": "every process is up until one is killed; the test checks this alert after the kill",
+    "TagNoTargets": "true only while Prometheus has no target at all",
+    "TagBadFrames": "no malformed frame in a healthy run",
+    "TagLevelStalled": "every level ticks",
+    "TagRewardNotImproving": "needs 40+ minutes of run (compares with 30 minutes earlier)",
+    "TagCheckpointTooOld": "needs a checkpoint older than 600 s",
+    "TagProcessRestarted": "nothing restarts a process (the launcher stops the run on a crash)",
+}
+
+
+def wait_for_data(
+    base: str,
+    queries: dict[str, str],
+    allowed: dict[str, str],
+    deadline: float,
+    extra: Callable[[], list[str]] = lambda: [],
+) -> None:
+    """Poll until every query is valid and every one not allowed empty returns a finite sample (and ``extra``
+    returns no complaint); fail at ``deadline`` naming what is still empty."""
+
+    def is_allowed(q: str, where: str) -> bool:
+        if where.startswith("alert "):
+            return where.split()[1] in ALERTS_ALLOWED_EMPTY
+        return any(k in q for k in allowed)
+
+    while True:
+        missing = []
+        for q, where in queries.items():
+            res = api(base, "/api/v1/query", query=q)
+            assert res["status"] == "success", f"{where}: {q}: {res}"
+            if not is_allowed(q, where) and not _has_finite(res["data"]["result"]):
+                missing.append(f"  {where}: {q}")
+        missing += extra()
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail("still no data for:\n" + "\n".join(missing))
+        time.sleep(1)
+
+
+def wait_for_alert(base: str, name: str, agent: str, deadline: float) -> list[dict]:
+    while True:
+        alerts = api(base, "/api/v1/alerts")["data"]["alerts"]
+        hits = [a for a in alerts if a["labels"].get("alertname") == name]
+        if any(a["labels"].get("agent") == agent for a in hits):
+            return hits
+        assert time.monotonic() < deadline, f"{name} for {agent} not raised; alerts: {alerts}"
+        time.sleep(0.5)
+
+
 @pytest.mark.timeout(90)
-def test_live_prometheus_dashboards_and_agent_down(prometheus, fake_processes):
+def test_live_prometheus_fake_processes_every_metric(prometheus, fake_processes):
+    """Fake processes that call every ProcessMetrics method (staleness, LLM calls, queue depth included, which a
+    real lockstep run without an LLM agent does not emit): every panel, variable and rule returns data."""
     t0 = time.monotonic()
     base, targets_dir = prometheus
     procs, ports = fake_processes
@@ -371,37 +478,15 @@ def test_live_prometheus_dashboards_and_agent_down(prometheus, fake_processes):
             for role, name, level in PROCS
         ],
     )
+    queries = live_queries(base, "livetest")
+    assert len([w for w in queries.values() if w.startswith("recording rule")]) >= 8, queries
 
-    records = re.findall(r"^\s*- record: (\S+)\s*$", RULES.read_text(), flags=re.M)
-    assert len(records) >= 4, records
-    queries: dict[str, str] = {}  # concrete expr -> where it comes from
-    for dash, title, expr in all_exprs():
-        queries.setdefault(concrete(expr), f"{dash}: {title}")
-    for dash, var, q in variable_queries():
-        queries.setdefault(concrete(q), f"{dash}: variable ${var}")
-    for rec in records:
-        queries.setdefault(rec, "recording rule")
-    queries.setdefault('up{job="tag_actors"} == 1', "all targets up")
-
-    def allowed(expr: str) -> bool:
-        return any(k in expr for k in ALLOWED_EMPTY)
-
-    # 1. every query is valid; every one not allowed empty returns a finite sample
-    deadline = time.monotonic() + 45
-    missing: dict[str, str] = {}
-    while True:
-        missing = {}
-        for q, where in queries.items():
-            res = api(base, "/api/v1/query", query=q)
-            assert res["status"] == "success", f"{where}: {q}: {res}"
-            if not allowed(q) and not _has_finite(res["data"]["result"]):
-                missing[q] = where
+    def all_up() -> list[str]:
         up = api(base, "/api/v1/query", query='up{job="tag_actors"} == 1')["data"]["result"]
-        if not missing and len(up) == len(PROCS):
-            break
-        if time.monotonic() > deadline:
-            pytest.fail("no data after 45 s for:\n" + "\n".join(f"  {w}: {q}" for q, w in missing.items()))
-        time.sleep(1)
+        return [] if len(up) == len(PROCS) else [f"  {len(up)} of {len(PROCS)} targets up"]
+
+    wait_for_data(base, queries, FAKE_ALLOWED_EMPTY, time.monotonic() + 45, all_up)
+    up = api(base, "/api/v1/query", query='up{job="tag_actors"} == 1')["data"]["result"]
     up_labels = {r["metric"]["agent"]: r["metric"] for r in up}
     assert up_labels["a0"]["level"] == "1" and up_labels["a0"]["role"] == "agent"
     # process labels are kept as they are (honor_labels), not renamed to exported_*
@@ -409,18 +494,202 @@ def test_live_prometheus_dashboards_and_agent_down(prometheus, fake_processes):
     assert res and not [k for k in res[0]["metric"] if k.startswith("exported_")], res
     assert res[0]["metric"]["role"] == "agent" and res[0]["metric"]["host"] == "testhost"
 
-    # 2. a process dies: TagAgentDown goes pending (then firing after its `for`)
+    # a process dies: TagAgentDown goes pending (then firing after its `for`)
     procs["a0"].kill()
     procs["a0"].wait(timeout=10)
-    deadline = time.monotonic() + 25
-    while True:
-        alerts = api(base, "/api/v1/alerts")["data"]["alerts"]
-        down = [a for a in alerts if a["labels"].get("alertname") == "TagAgentDown"]
-        if down:
-            break
-        assert time.monotonic() < deadline, f"TagAgentDown not raised in 25 s; alerts: {alerts}"
-        time.sleep(0.5)
+    down = wait_for_alert(base, "TagAgentDown", "a0", time.monotonic() + 25)
     assert {a["labels"]["agent"] for a in down} == {"a0"}
     assert down[0]["state"] in ("pending", "firing")
     assert down[0]["labels"]["level"] == "1" and down[0]["labels"]["run"] == "livetest"
     assert time.monotonic() - t0 < 80
+
+
+# ---------------------------------------------------------------------------------------------------- live, real run
+# A real 3-level run (VMAS balance, 4 env agents, 4-2-1 PPO agents: 8 processes) scraped by a real Prometheus.
+# Startup dominates: 8 processes importing torch on 2 shared cores take about 20 s before the first env step.
+REAL_ALLOWED_EMPTY = {
+    "tag_bad_frames_total": "no malformed frame in a healthy run",
+    "tag_instruction_staleness_": "observed in async mode only; the runtime is lockstep and never calls "
+    "ProcessMetrics.staleness",
+    "tag_llm_": "no LLM agent in this run (and the actor does not yet hand ProcessMetrics.llm_call to an LLM "
+    "agent's on_call hook)",
+    "tag_queue_depth": "not emitted: nothing in the runtime calls ProcessMetrics.queue_depth yet",
+    "ALERTS{": "no alert is active while every process is healthy",
+}
+FAKE_ALLOWED_EMPTY = {k: v for k, v in REAL_ALLOWED_EMPTY.items() if k in ("tag_bad_frames_total", "ALERTS{")}
+
+REAL_PROCESSES = ["env", "l1.0", "l1.1", "l1.2", "l1.3", "l2.0", "l2.1", "l3.0"]
+AGENTS = set(REAL_PROCESSES) - {"env"}
+# what the runtime must really report, per process (a metric left at its initial 0 would pass the panel checks)
+REAL_PER_PROCESS = {
+    "tag_up == 1": set(REAL_PROCESSES),
+    "tag_ticks_total > 0": set(REAL_PROCESSES),
+    "tag_act_duration_seconds_count > 0": set(REAL_PROCESSES),
+    "tag_episodes_total > 0": set(REAL_PROCESSES),
+    "tag_frames_sent_total > 0": set(REAL_PROCESSES),
+    "tag_frames_received_total > 0": set(REAL_PROCESSES),
+    "tag_env_steps_total > 0": {"env"},
+    "tag_message_roundtrip_seconds_count > 0": AGENTS - {"l3.0"},  # every agent with a parent
+    "tag_updates_total > 0": AGENTS,
+    "tag_update_duration_seconds_count > 0": AGENTS,
+    "tag_learner_lr > 0": AGENTS,
+    "tag_learner_entropy != 0": AGENTS,
+    "tag_checkpoint_timestamp_seconds > 0": AGENTS,
+}
+KILLED = "l1.2"
+
+
+def actor_pids(run_dir: Path) -> dict[str, int]:
+    """name -> pid of the live ``tag_actors.actor`` processes of ``run_dir`` (argv: ... RUN_DIR NAME)."""
+    out = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if "tag_actors.actor" in argv and len(argv) >= 2 and argv[-2] == str(run_dir) and state != "Z":
+            out[argv[-1]] = int(pid)
+    return out
+
+
+@pytest.fixture
+def real_run(tmp_path):
+    """``python -m tag_actors.launch`` with metrics on, all-PPO levels and tiny rollouts (updates within
+    seconds), long enough never to finish during the test. Always stopped at teardown: the launcher is SIGTERMed
+    (it stops its children), then its session and any actor of the run left are SIGKILLed; the file_sd link the
+    launcher made in monitoring/targets/ is removed."""
+    from tag_actors.launch import _set_parent_death_signal
+    from tag_actors.topology import socket_dir
+
+    name = f"montest-{os.getpid()}-{time.monotonic_ns() % 10**6}"
+    run_dir = tmp_path / name
+    sets = [
+        "run.metrics=true",
+        f"run.name={name}",
+        "run.total_env_steps=5000000",  # about an hour at the ~1.5k env steps/s seen here: never reached
+        "run.checkpoint_every_s=2",  # so checkpoint age and TagCheckpointTooOld's series exist
+        "run.log_every_s=1",
+    ]
+    for lvl in range(3):
+        sets += [f"levels.{lvl}.agent=ppo", f"levels.{lvl}.params.rollout_len=8"]
+    args = [
+        sys.executable,
+        "-m",
+        "tag_actors.launch",
+        str(ROOT / "configs" / "balance_random.toml"),
+        "--run-dir",
+        str(run_dir),
+        "--quiet",
+    ]
+    for item in sets:
+        args += ["--set", item]
+    log_path = tmp_path / "launch.log"
+    with open(log_path, "w") as log:
+        # own session (the test can kill it and all it started); SIGTERM if pytest itself dies
+        proc = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_set_parent_death_signal,
+        )
+    link = MON / "targets" / f"{run_dir.name}.json"
+    try:
+        yield proc, run_dir, name, log_path
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)  # the launcher's clean stop of every child
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        for pid in actor_pids(run_dir).values():  # children run in sessions of their own
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if (
+            link.is_symlink()
+            and Path(os.path.realpath(link)) == (run_dir / "prometheus_targets.json").resolve()
+        ):
+            link.unlink()
+        sock = socket_dir(run_dir)
+        if sock.is_dir():
+            shutil.rmtree(sock, ignore_errors=True)
+
+
+@pytest.mark.timeout(120)
+def test_live_prometheus_real_run(tmp_path, real_run):
+    """A real 3-level PPO run: every dashboard panel and variable and every rule returns data from Prometheus
+    (except REAL_ALLOWED_EMPTY / ALERTS_ALLOWED_EMPTY); then one agent is killed and TagAgentDown is raised for
+    it; the launcher then stops the run (exit 1), keeps its file_sd link, and leaves no actor behind."""
+    t0 = time.monotonic()
+    proc, run_dir, name, log_path = real_run
+    sd_file = run_dir / "prometheus_targets.json"
+
+    def launcher_log() -> str:
+        return log_path.read_text(errors="replace")[-4000:]
+
+    while not sd_file.exists():  # written by prepare_run before any child starts
+        assert proc.poll() is None, f"launcher exited ({proc.returncode}):\n{launcher_log()}"
+        assert time.monotonic() - t0 < 30, f"no {sd_file} after 30 s:\n{launcher_log()}"
+        time.sleep(0.1)
+    sd = json.loads(sd_file.read_text())
+    assert sorted(t["labels"]["agent"] for t in sd) == sorted(REAL_PROCESSES)
+    link = MON / "targets" / f"{run_dir.name}.json"
+    assert link.is_symlink() and link.resolve() == sd_file.resolve()
+
+    with start_prometheus(tmp_path, [str(sd_file)]) as base:
+        queries = live_queries(base, name)
+
+        def per_process() -> list[str]:
+            assert proc.poll() is None, f"launcher exited ({proc.returncode}):\n{launcher_log()}"
+            complaints = []
+            for expr, want in REAL_PER_PROCESS.items():
+                q = expr.replace(" ", f'{{job="tag_actors", run="{name}"}} ', 1)
+                got = {r["metric"]["agent"] for r in query(base, q)}
+                if not want <= got:
+                    complaints.append(f"  {expr}: not yet for {sorted(want - got)}")
+            return complaints
+
+        wait_for_data(base, queries, REAL_ALLOWED_EMPTY, t0 + 75, per_process)
+        t_data = time.monotonic() - t0
+
+        res = query(base, f'tag_ticks_total{{run="{name}", agent="l3.0"}}')
+        assert len(res) == 1 and not [k for k in res[0]["metric"] if k.startswith("exported_")], res
+        labels = res[0]["metric"]
+        assert labels["level"] == "3" and labels["role"] == "agent", labels
+        assert labels["host"] == socket.gethostname(), labels
+        res = query(base, f'tag_learner_stat{{run="{name}"}}')
+        assert "clipfrac" not in {r["metric"]["stat"] for r in res}  # reported as tag_learner_clip_fraction
+
+        # kill one agent as a crash would: TagAgentDown for it (the launcher then stops the whole run, so the
+        # other processes go down as well a moment later)
+        pids = actor_pids(run_dir)
+        assert set(pids) == set(REAL_PROCESSES), pids
+        os.kill(pids[KILLED], signal.SIGKILL)
+        down = wait_for_alert(base, "TagAgentDown", KILLED, time.monotonic() + 20)
+        hit = next(a for a in down if a["labels"]["agent"] == KILLED)
+        assert hit["state"] in ("pending", "firing"), hit
+        labels = hit["labels"]
+        assert (labels["level"], labels["run"], labels["severity"]) == ("1", name, "critical"), labels
+        t_alert = time.monotonic() - t0
+
+    try:
+        code = proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the launcher did not stop the run within 20 s of {KILLED}'s death:\n{launcher_log()}")
+    assert code == 1, f"launcher exit code {code}:\n{launcher_log()}"
+    assert link.is_symlink(), "a failed run's file_sd link should stay (its targets show as down)"
+    deadline = time.monotonic() + 5
+    while (left := actor_pids(run_dir)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not left, f"actors of the run still alive after the launcher exited: {left}"
+    total = time.monotonic() - t0
+    print(f"real run: all data after {t_data:.1f} s, TagAgentDown at {t_alert:.1f} s, done at {total:.1f} s")
+    assert total < 115
