@@ -243,6 +243,8 @@ class AgentActor(Actor):
         node = AgentNode(spec, cfg.env.num_envs, [w.message_space.flat_dim for w in welcomes],
                          [w.instruction_space for w in welcomes], instruction,
                          welcomes[0].info if spec.level == 1 else None)
+        if self.metrics and hasattr(node.agent, "on_call"):  # LLM agents report each call's outcome and tokens
+            node.agent.on_call = self.metrics.llm_call
         if parent_link:
             self.welcome_parent(parent_link, self.name, node.message_space, instruction, {})
         recorder = NodeRecorder(self.run_dir, node, self.metrics, cfg.run.checkpoint_every_s)

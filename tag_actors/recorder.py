@@ -56,7 +56,8 @@ class NodeRecorder:
     def close(self, reason: str) -> None:
         self.checkpoint()
         self.log.write("end", reason=reason, ticks=self.node.ticks, updates=self.node.updates,
-                       decisions=self.node.decisions, action_digest=self.node.action_digest)
+                       decisions=self.node.decisions, action_digest=self.node.action_digest,
+                       agent_stats=getattr(self.node.agent, "stats", None))
         self.log.close()
 
 

@@ -404,3 +404,26 @@ def test_parse_action_validation():
     unbounded = Box((1,))
     np.testing.assert_allclose(parse_action('{"action": 12.5}', unbounded), [12.5])
     assert "minimum" not in action_schema(unbounded)["properties"]["action"]["items"]
+
+
+@pytest.mark.timeout(300)
+def test_llm_top_in_async_hierarchy(llm_server, tmp_path):
+    """A 2-level hierarchy with the real model on top and random agents below, in async mode: the bottom keeps
+    ticking while the LLM thinks, every LLM decision is a valid action, and the calls are counted."""
+    import sys
+
+    from tag_actors.runlog import read_events
+
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "tag_actors.launch", "configs/balance_llm.toml", "--quiet", "--run-dir",
+           str(run_dir), "--set", "levels.0.agent=random", "--set", "levels.0.params={}",
+           "--set", f"levels.1.params.base_url={llm_server}", "--set", "run.total_env_steps=3000",
+           "--set", "env.num_envs=4", "--set", "run.metrics=false", "--set", "levels.1.params.timeout_s=90"]
+    r = subprocess.run(cmd, cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr + r.stdout
+    ends = {e["name"]: e for e in read_events(run_dir) if e["type"] == "end"}
+    ticks, top = ends["env"]["ticks"], ends["l2.0"]["decisions"]
+    stats = ends["l2.0"]["agent_stats"]
+    assert top >= 1 and stats["calls"] >= 1 and stats["ok"] >= 1, stats
+    assert ticks > 5 * top  # the PPO level ticked on while the LLM was thinking
+    assert ends["l1.0"]["decisions"] >= ticks * 0.9 - 10
