@@ -65,6 +65,7 @@ class EnvRecorder:
     def __init__(self, run_dir: Path, level0: Level0, metrics: Any = None, log_every_s: float = 2.0):
         self.level0 = level0
         self.log = EventLog(run_dir, "env")
+        self.log.write("started")  # every handshake is done: the tick loop begins
         self.run_dir = run_dir
         self.metrics = metrics
         self.ticks = 0
