@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -336,6 +337,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_shutdown)
     signal.signal(signal.SIGINT, _raise_shutdown)
     actor: Actor | None = None
+    profiler = None
+    if os.environ.get("TAG_ACTORS_PROFILE"):  # developer aid: cProfile each process into logs/<name>.prof
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     try:
         actor = (EnvActor if args.name == ENV else AgentActor)(args.run_dir, args.name)
         reason = actor.run()
@@ -354,6 +361,11 @@ def main(argv: list[str] | None = None) -> int:
         write_failure(args.run_dir, args.name, "crash", f"{type(e).__name__}: {e}")
         return 1
     finally:
+        if profiler is not None:
+            from tag_actors.runlog import file_name
+
+            profiler.disable()
+            profiler.dump_stats(args.run_dir / "logs" / f"{file_name(args.name)}.prof")
         if actor is not None:
             actor.hub.close()
         sys.stdout.flush()

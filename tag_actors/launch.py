@@ -97,8 +97,10 @@ def prepare_run(cfg: config_mod.Config, run_dir: Path, resume: bool = False) -> 
                                "host": wiring["host"], "role": "env" if n == ENV else "agent"}}
                    for n, port in metrics_ports.items()]
         sd_file = write_file_sd(run_dir / "prometheus_targets.json", targets)
-        monitoring = Path(__file__).resolve().parent.parent / "monitoring"
-        if monitoring.is_dir():  # a source checkout: make the run visible to monitoring/prometheus.yml
+        root = Path(__file__).resolve().parent.parent
+        monitoring = root / "monitoring"
+        if monitoring.is_dir() and run_dir.is_relative_to(root):
+            # a run inside the source checkout (runs/...): make it visible to monitoring/prometheus.yml
             wiring["file_sd_link"] = str(link_file_sd(sd_file, monitoring / "targets", name=run_dir.name))
     (run_dir / "plan.json").write_text(json.dumps(wiring, indent=2))
     return wiring
@@ -322,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         _cleanup_sockets(run_dir)
         link = wiring.get("file_sd_link")
-        if link and code == 0:  # a finished run leaves Prometheus's targets; a failed one stays visible as down
+        if link and code != 1:  # a finished or stopped run leaves Prometheus's targets; a failed one stays, as down
             Path(link).unlink(missing_ok=True)
     if progress:
         progress.poll()

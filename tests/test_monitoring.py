@@ -509,10 +509,9 @@ def test_live_prometheus_fake_processes_every_metric(prometheus, fake_processes)
 # Startup dominates: 8 processes importing torch on 2 shared cores take about 20 s before the first env step.
 REAL_ALLOWED_EMPTY = {
     "tag_bad_frames_total": "no malformed frame in a healthy run",
-    "tag_instruction_staleness_": "observed in async mode only; the runtime is lockstep and never calls "
-    "ProcessMetrics.staleness",
-    "tag_llm_": "no LLM agent in this run (and the actor does not yet hand ProcessMetrics.llm_call to an LLM "
-    "agent's on_call hook)",
+    "tag_instruction_staleness_": "observed only by agents under an async level (run.mode / levels.N.mode = "
+    "'async'); this run is lockstep",
+    "tag_llm_": "no LLM agent in this run",
     "tag_queue_depth": "not emitted: nothing in the runtime calls ProcessMetrics.queue_depth yet",
     "ALERTS{": "no alert is active while every process is healthy",
 }

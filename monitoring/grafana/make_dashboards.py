@@ -350,8 +350,7 @@ def agent_drilldown() -> dict:
             "Queue depth per link",
             [target(f"tag_queue_depth{{{SEL}}}", "{{agent}} {{link}}")],
             w=8,
-            description="messages waiting on a link; empty unless the runtime reports it (the lockstep actors "
-            "hold at most one message per link and do not)",
+            description="messages waiting on a link (tag_queue_depth); no process reports it yet",
         ),
         panel(
             "Instruction staleness (ticks)",
@@ -487,8 +486,7 @@ def transport() -> dict:
                 target(f"max by (agent, link) (tag_queue_depth{{{SEL_LINK}}})", "{{agent}} {{link}}"),
             ],
             w=8,
-            description="messages waiting on a link; empty unless the runtime reports it (the lockstep actors "
-            "hold at most one message per link and do not)",
+            description="messages waiting on a link (tag_queue_depth); no process reports it yet",
         ),
         panel(
             "Instruction staleness p90 per level (seconds)",
