@@ -268,6 +268,7 @@ class AgentActor(Actor):
         children_wait = cfg.level_mode(level) == "lockstep"
         staleness = [0.0, 0.0, 0]  # sum of ticks, sum of seconds, count
         tick = node.ticks  # the run's clock; continues on --resume
+        backlog = 0
         while True:
             ups = hub.recv_from_all(children, (Kind.UP,), None, "UP")
             msgs = [ups[link] for link in children]
@@ -296,6 +297,7 @@ class AgentActor(Actor):
                 return "completed"
             # async: when every child is already a tick ahead, keep the books and decide later on fresher news
             behind = not children_wait and all(hub.pending(link) for link in children)
+            backlog = backlog + 1 if behind else 0
             actions = node.on_instruction(inbox.latest if inbox else None, allow_decision=not behind)
             if node.decided:  # otherwise the children keep what they hold without asking (see decides_at)
                 now = time.time()
@@ -312,6 +314,7 @@ class AgentActor(Actor):
             node.maybe_update()
             if metrics:
                 metrics.tick()
+                metrics.queue_depth("children", backlog)  # ticks this agent is behind its children (async)
                 if node.decided:
                     metrics.observe_act(node.last_act_seconds)
             recorder.after_tick(env_steps)
