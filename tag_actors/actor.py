@@ -128,7 +128,13 @@ class Actor:
             self.metrics.serve(wiring["metrics_ports"][name], wiring.get("metrics_addr", "127.0.0.1"))
             self.metrics.set_up()
         run = self.cfg.run
+        security = None
+        if self.cfg.placement.curve:
+            from tag_actors.keys import security_for
+
+            security = security_for(self.cfg, self.plan, wiring["host"], Path(wiring.get("cwd", ".")))
         self.hub = Hub(name, max_message_bytes=run.max_message_bytes, peer_timeout_s=run.peer_timeout_s,
+                       security=security,
                        on_bad_frame=self._on_bad_frame,
                        on_received=self.metrics.frame_received if self.metrics else None)
 

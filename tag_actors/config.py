@@ -101,15 +101,35 @@ class LevelConfig:
 
 
 @dataclass
+class PlacementConfig:
+    hosts: dict[str, Any] = field(default_factory=dict)
+    """Host name -> the address its processes listen on and peers connect to (empty: everything on one host)."""
+    levels: dict[str, Any] = field(default_factory=dict)
+    """Level (as a string; "0" is the env) -> host name. Unplaced levels go to the first host."""
+    processes: dict[str, Any] = field(default_factory=dict)
+    """Process name (e.g. "l3.0") -> host name; overrides ``levels``."""
+    curve: bool = False
+    """Encrypt and authenticate every link with CURVE keys (python -m tag_actors.keys makes them)."""
+    keys_dir: str = "keys"
+    """Folder with <host>.key (public, all hosts) and <host>.key_secret (this host's only)."""
+
+
+@dataclass
 class Config:
     run: RunConfig
     env: EnvConfig
     levels: list[LevelConfig]
     source: str = "<config>"
+    placement: PlacementConfig = field(default_factory=PlacementConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return {"run": dataclasses.asdict(self.run), "env": dataclasses.asdict(self.env),
-                "levels": [dataclasses.asdict(lv) for lv in self.levels]}
+                "levels": [dataclasses.asdict(lv) for lv in self.levels],
+                "placement": dataclasses.asdict(self.placement)}
+
+    @property
+    def multi_host(self) -> bool:
+        return len(self.placement.hosts) > 1
 
     def level_mode(self, level: int) -> str:
         """'lockstep' or 'async': how the agents of ``level`` (1-based) drive the level below them."""
@@ -208,9 +228,9 @@ def _build(cls: type, raw: Any, where: str, source: str) -> Any:
 
 
 def from_dict(raw: dict[str, Any], source: str = "<config>") -> Config:
-    unknown = sorted(set(raw) - {"run", "env", "levels"})
+    unknown = sorted(set(raw) - {"run", "env", "levels", "placement"})
     if unknown:
-        raise ConfigError(f"{source}: unknown top-level key {unknown[0]!r} (valid: run, env, levels)")
+        raise ConfigError(f"{source}: unknown top-level key {unknown[0]!r} (valid: run, env, levels, placement)")
     raw = copy.deepcopy(raw)
     run = _build(RunConfig, raw.get("run", {}), "run", source)
     env = _build(EnvConfig, raw.get("env", {}), "env", source)
@@ -218,12 +238,32 @@ def from_dict(raw: dict[str, Any], source: str = "<config>") -> Config:
     if not isinstance(levels_raw, list) or not levels_raw:
         raise ConfigError(f"{source}: 'levels' must be a non-empty array of tables ([[levels]]), level 1 first")
     levels = [_build(LevelConfig, lv, f"levels[{i}]", source) for i, lv in enumerate(levels_raw)]
-    cfg = Config(run, env, levels, source)
+    placement = _build(PlacementConfig, raw.get("placement", {}), "placement", source)
+    cfg = Config(run, env, levels, source, placement)
     validate(cfg)
     return cfg
 
 
+def validate_placement(cfg: Config) -> None:
+    src, pl = cfg.source, cfg.placement
+    for key, host in [*((f"levels.{k}", v) for k, v in pl.levels.items()),
+                      *((f"processes.{k}", v) for k, v in pl.processes.items())]:
+        if host not in pl.hosts:
+            raise ConfigError(f"{src}: placement.{key} = {host!r} is not one of placement.hosts "
+                              f"({', '.join(pl.hosts) or 'none defined'})")
+    for level in pl.levels:
+        if not (level.isdigit() and int(level) <= len(cfg.levels)):
+            raise ConfigError(f"{src}: placement.levels.{level}: expected a level number 0..{len(cfg.levels)}")
+    if cfg.multi_host:
+        if cfg.run.transport != "tcp":
+            raise ConfigError(f"{src}: placement over {len(pl.hosts)} hosts needs run.transport = 'tcp'")
+        if cfg.run.base_port <= 0 or (cfg.run.metrics and cfg.run.metrics_base_port <= 0):
+            raise ConfigError(f"{src}: placement over several hosts needs fixed ports: set run.base_port"
+                              + (" and run.metrics_base_port" if cfg.run.metrics else ""))
+
+
 def validate(cfg: Config) -> None:
+    validate_placement(cfg)
     src, run, env = cfg.source, cfg.run, cfg.env
     if run.mode not in ("lockstep", "async"):
         raise ConfigError(f"{src}: run.mode must be 'lockstep' or 'async', got {run.mode!r}")

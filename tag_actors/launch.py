@@ -23,7 +23,7 @@ from typing import Any
 
 from tag_actors import config as config_mod
 from tag_actors.runlog import file_name
-from tag_actors.topology import ENV, assign_endpoints, build_plan, socket_dir
+from tag_actors.topology import ENV, assign_endpoints, build_plan, host_address, host_of, socket_dir
 
 GRACE_S = 10.0
 
@@ -38,6 +38,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--run-dir", type=Path, help="run folder (default: runs/<name>-<time>)")
     p.add_argument("--serial", action="store_true", help="run the whole hierarchy in this process (debugging)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--host", help="start only the processes that placement puts on this host")
     return p.parse_args(argv)
 
 
@@ -62,9 +63,31 @@ def check_port_free(port: int, host: str, what: str) -> None:
             raise config_mod.ConfigError(f"{what}: port {port} on {host} is in use ({e.strerror})") from None
 
 
-def prepare_run(cfg: config_mod.Config, run_dir: Path, resume: bool = False) -> dict[str, Any]:
-    """Write config.json and plan.json into ``run_dir``; returns the plan's wiring."""
+def local_processes(cfg: config_mod.Config, plan: Any, host: str | None) -> tuple[str, list[str]]:
+    """(this host's name, the processes it runs). Several hosts in the placement need --host."""
+    known = plan.processes()
+    unknown = sorted(set(cfg.placement.processes) - set(known))
+    if unknown:
+        raise config_mod.ConfigError(f"{cfg.source}: placement.processes.{unknown[0]}: no such process "
+                                     f"(processes: {', '.join(known)})")
+    if host is None:
+        if cfg.multi_host:
+            raise config_mod.ConfigError(f"{cfg.source}: the placement spreads the run over hosts "
+                                         f"{', '.join(cfg.placement.hosts)}: start each with --host NAME")
+        return next(iter(cfg.placement.hosts), "local"), known
+    if host not in cfg.placement.hosts:
+        raise config_mod.ConfigError(f"--host {host!r} is not one of placement.hosts in {cfg.source} "
+                                     f"({', '.join(cfg.placement.hosts) or 'none defined'})")
+    return host, [n for n in known if host_of(cfg, plan, n) == host]
+
+
+def prepare_run(cfg: config_mod.Config, run_dir: Path, resume: bool = False,
+                host: str | None = None) -> dict[str, Any]:
+    """Write config.json and plan.json into ``run_dir``; returns the plan's wiring. On several hosts every host
+    computes the same plan from the same config (fixed ports), and runs its own share of the processes."""
     plan = build_plan(cfg)
+    host, mine = local_processes(cfg, plan, host)
+    address = host_address(cfg, host)
     run_dir.mkdir(parents=True, exist_ok=True)
     names = plan.processes()
     links = [c for c, p in plan.parent.items() if p is not None]
@@ -72,30 +95,33 @@ def prepare_run(cfg: config_mod.Config, run_dir: Path, resume: bool = False) -> 
         if cfg.run.base_port:
             ports = [cfg.run.base_port + i for i in range(len(links))]
             for port, child in zip(ports, links, strict=True):
-                check_port_free(port, cfg.run.bind_host, f"{cfg.source}: run.base_port (link of {child!r})")
+                if plan.process_of(child) in mine:
+                    check_port_free(port, address, f"{cfg.source}: run.base_port (link of {child!r})")
         else:
-            ports = free_ports(len(links), cfg.run.bind_host)
+            ports = free_ports(len(links), address)
         assign_endpoints(plan, cfg, run_dir, ports)
     else:
         assign_endpoints(plan, cfg, run_dir)
     metrics_ports: dict[str, int] = {}
+    metrics_addr = address if cfg.multi_host else "127.0.0.1"
     if cfg.run.metrics:
         if cfg.run.metrics_base_port:
             metrics_ports = {n: cfg.run.metrics_base_port + i for i, n in enumerate(names)}
-            for n, port in metrics_ports.items():
-                check_port_free(port, "127.0.0.1", f"{cfg.source}: run.metrics_base_port (metrics of {n!r})")
+            for n in mine:
+                check_port_free(metrics_ports[n], metrics_addr,
+                                f"{cfg.source}: run.metrics_base_port (metrics of {n!r})")
         else:
             metrics_ports = dict(zip(names, free_ports(len(names)), strict=True))
-    wiring = {"endpoints": plan.endpoints, "metrics_ports": metrics_ports, "host": socket.gethostname(),
-              "metrics_addr": "127.0.0.1", "resume": resume}
+    wiring = {"endpoints": plan.endpoints, "metrics_ports": metrics_ports, "host": host, "processes": mine,
+              "metrics_addr": metrics_addr, "resume": resume, "cwd": str(Path.cwd())}
     (run_dir / "config.json").write_text(json.dumps({"config": cfg.to_dict(), "source": cfg.source}, indent=2))
     if metrics_ports:
         from tag_actors.metrics import link_file_sd, write_file_sd
 
-        targets = [{"targets": [f"127.0.0.1:{port}"],
+        targets = [{"targets": [f"{metrics_addr}:{metrics_ports[n]}"],
                     "labels": {"run": cfg.run.name, "level": str(plan.level_of(n)), "agent": n,
-                               "host": wiring["host"], "role": "env" if n == ENV else "agent"}}
-                   for n, port in metrics_ports.items()]
+                               "host": host, "role": "env" if n == ENV else "agent"}}
+                   for n in mine]
         sd_file = write_file_sd(run_dir / "prometheus_targets.json", targets)
         root = Path(__file__).resolve().parent.parent
         monitoring = root / "monitoring"
@@ -295,16 +321,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"serial run done: {result}")
             print(f"run folder: {run_dir}\nepisodes: {write_summary(run_dir)}")
             return 0
-        wiring = prepare_run(cfg, run_dir, resume=bool(args.resume))
+        wiring = prepare_run(cfg, run_dir, resume=bool(args.resume), host=args.host)
     except config_mod.ConfigError as e:
         print(f"tag_actors: config error: {e}", file=sys.stderr)
         return 2
     plan = build_plan(cfg)
-    names = plan.processes()
-    print(f"run {cfg.run.name!r}: {len(names)} processes ({', '.join(names)}); run folder {run_dir}")
+    names = wiring["processes"]
+    where = f" on host {wiring['host']!r}" if cfg.multi_host else ""
+    print(f"run {cfg.run.name!r}: {len(names)} processes{where} ({', '.join(names)}); run folder {run_dir}")
     if wiring["metrics_ports"]:
-        ports = ", ".join(f"{n}:{p}" for n, p in wiring["metrics_ports"].items())
-        print(f"metrics: http://127.0.0.1:PORT/metrics with {ports}; Prometheus targets in "
+        ports = ", ".join(f"{n}:{wiring['metrics_ports'][n]}" for n in names)
+        print(f"metrics: http://{wiring['metrics_addr']}:PORT/metrics with {ports}; Prometheus targets in "
               f"{run_dir / 'prometheus_targets.json'}")
     children = start_children(run_dir, names)
     progress = None if args.quiet else Progress(run_dir, cfg.run.total_env_steps,

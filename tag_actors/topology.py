@@ -47,6 +47,25 @@ class Plan:
     def level_of(self, name: str) -> int:
         return 0 if name == ENV or name.startswith("env/") else self.node(name).level
 
+    def process_of(self, child: str) -> str:
+        """The process that serves a child of the tree (env agents are served by the env process)."""
+        return ENV if child.startswith("env/") else child
+
+
+def host_of(cfg: Config, plan: Plan, process: str) -> str:
+    """Where a process runs: placement.processes, else placement.levels, else the first host ('local')."""
+    pl = cfg.placement
+    if process in pl.processes:
+        return pl.processes[process]
+    level = str(plan.level_of(process))
+    if level in pl.levels:
+        return pl.levels[level]
+    return next(iter(pl.hosts), "local")
+
+
+def host_address(cfg: Config, host: str) -> str:
+    return cfg.placement.hosts.get(host, cfg.run.bind_host)
+
 
 def socket_dir(run_dir: Path) -> Path:
     """A short folder for ipc socket files (unix socket paths are limited to 107 bytes)."""
@@ -88,4 +107,5 @@ def assign_endpoints(plan: Plan, cfg: Config, run_dir: Path, ports: list[int] | 
         if ports is None:
             raise ValueError("tcp transport needs one port per link")
         for c, port in zip(children, ports, strict=True):
-            plan.endpoints[c] = f"tcp://{cfg.run.bind_host}:{port}"
+            address = host_address(cfg, host_of(cfg, plan, plan.process_of(c)))
+            plan.endpoints[c] = f"tcp://{address}:{port}"
