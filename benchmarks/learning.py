@@ -5,7 +5,7 @@
         --ref heuristic=14.5 random=-5.3 [--extra benchmarks/results/benchmarl_balance.csv]
 
 Each (config, seed) runs through the launcher (``python -m tag_actors.launch``, ``--serial`` optional: lockstep
-serial and actor runs give identical numbers) in ``OUT/runs/<method>-s<seed>``; a run whose ``episodes.csv``
+serial and actor runs give identical numbers) in ``RUNS_DIR/<OUT name>/<method>-s<seed>`` (default runs/bench); a run whose ``episodes.csv``
 already covers ``--steps`` is reused (``--rerun`` forces it). ``--collect-only`` skips running altogether.
 
 The metric is the one BenchMARL reports: the per-agent mean episode return, from the env's own rows of
@@ -190,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rerun", action="store_true", help="run again even when a finished run is there")
     p.add_argument("--collect-only", action="store_true", help="do not run; only collect existing runs")
     p.add_argument("--title", default=None)
+    p.add_argument("--runs-dir", type=Path, default=Path("runs/bench"), help="where the runs go (git-ignored)")
     args = p.parse_args(argv)
 
     refs = {}
@@ -198,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         refs[name] = float(value)
     out = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
-    runs_root = out.parent / "runs" / out.name
+    runs_root = args.runs_dir / out.name
     jobs = [(c, s, runs_root / f"{method_name(c)}-s{s}") for c in args.configs for s in args.seeds]
 
     walls: dict[tuple[str, int], float] = {}

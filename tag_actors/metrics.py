@@ -149,25 +149,7 @@ ACT_BUCKETS: tuple[float, ...] = (
     10.0,
 )
 STALENESS_TICK_BUCKETS: tuple[float, ...] = (0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128, 256)
-STALENESS_SECONDS_BUCKETS: tuple[float, ...] = (
-    100e-6,
-    250e-6,
-    500e-6,
-    1e-3,
-    2.5e-3,
-    5e-3,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-)
+STALENESS_SECONDS_BUCKETS: tuple[float, ...] = (*ACT_BUCKETS, 30.0)
 REWARD_BUCKETS: tuple[float, ...] = (
     -1000,
     -300,

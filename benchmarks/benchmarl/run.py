@@ -8,7 +8,8 @@ Runs INSIDE the BenchMARL venv (see setup.sh; default /work/benchmarl-venv), not
             Writes <out>.csv (method,seed,env_steps,mean_return) and <out>.json (timings).
     merge   concatenate per-run CSVs into one CSV and per-run JSONs into one JSON.
 
-mean_return is BenchMARL's ``collection/agents/reward/episode_reward_mean``: for every episode that
+mean_return is BenchMARL's ``collection/reward/episode_reward_mean`` (one group, so equal to
+``collection/agents/reward/episode_reward_mean``): for every episode that
 ended in that iteration's batch, the episode return of each agent averaged over the agents of the
 group "agents", then averaged over those episodes. env_steps is ``counters/total_frames`` (frames
 collected so far, one frame = one step of one (sub)environment with all agents acting).
@@ -30,7 +31,10 @@ import sys
 import time
 from pathlib import Path
 
-CURVE_KEY = "collection_agents_reward_episode_reward_mean"
+# Mean over groups of (mean over the group's agents of each ended episode's return), averaged over the
+# episodes that ended in the iteration. Both tasks here have a single group ("agents" in VMAS, "agent" in
+# PettingZoo), so this equals collection/<group>/reward/episode_reward_mean.
+CURVE_KEY = "collection_reward_episode_reward_mean"
 FRAMES_KEY = "counters_total_frames"
 
 
@@ -126,7 +130,7 @@ def cmd_run(a: argparse.Namespace) -> None:
     coll = _read_scalar(scalars, "timers_collection_time")
     train = _read_scalar(scalars, "timers_training_time")
     itert = _read_scalar(scalars, "timers_iteration_time")
-    evalret = _read_scalar(scalars, "eval_agents_reward_episode_reward_mean")
+    evalret = _read_scalar(scalars, "eval_reward_episode_reward_mean")
 
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -161,7 +165,7 @@ def cmd_run(a: argparse.Namespace) -> None:
         "final_mean_return": rows[-1][3] if rows else None,
         "final_mean_return_last5_iters": round(sum(last5) / len(last5), 3) if last5 else None,
         "eval_mean_return_by_iter": {str(k): v for k, v in sorted(evalret.items())},
-        "curve_key": "collection/agents/reward/episode_reward_mean",
+        "curve_key": "collection/reward/episode_reward_mean (== collection/<group>/reward/episode_reward_mean, single group)",
         "hyperparameters": {
             "frames_per_batch": cfg.on_policy_collected_frames_per_batch,
             "n_envs": cfg.on_policy_n_envs_per_worker,

@@ -17,7 +17,7 @@ echo "torch==2.13.0" > "$CONS"
 "$P" -m pip install -q "torch==2.13.0"
 "$P" -m pip install -q -c "$CONS" "benchmarl" "vmas"
 if [ "${1:-}" = "--with-pettingzoo" ]; then
-  "$P" -m pip install -q -c "$CONS" "pettingzoo==1.24.3"
+  "$P" -m pip install -q -c "$CONS" "pettingzoo[mpe]==1.24.3"  # [mpe] brings pygame (2.3.0), needed to import pettingzoo.mpe
 fi
 "$P" -m pip uninstall -y -q torchvision 2>/dev/null || true
 "$P" - <<'PYEOF'
