@@ -190,6 +190,7 @@ class EnvActor(Actor):
         try:
             reports = level.reset(cfg.run.seed + recorder.ticks)  # a resumed run sees new episodes
             tick, stop = recorder.ticks, False  # the run's clock; continues on --resume
+            start_tick = tick
             ordered = list(links.items())
             periods = {c: self.plan.node(self.plan.parent[c]).period for c in links}
             wait = cfg.level_mode(1) == "lockstep"
@@ -208,7 +209,8 @@ class EnvActor(Actor):
                     return reason
                 all_ended = bool(level.level0.pending_reset.all())
                 for child, inbox in inboxes.items():
-                    inbox.update(tick % periods[child] == 0 and not all_ended)  # as AgentNode.decides_at
+                    fresh = tick == start_tick
+                    inbox.update((fresh or tick % periods[child] == 0) and not all_ended)  # as AgentNode.decides_at
                 started = time.perf_counter()
                 reports = level.step({c: inbox.latest for c, inbox in inboxes.items()})
                 if self.metrics:

@@ -136,6 +136,9 @@ class AgentNode:
         self.update_stats: list[dict[str, float]] = []
         self.last_act_seconds = 0.0
         self.due = np.zeros(n, dtype=bool)
+        self.fresh = True
+        """True until the first tick of this process's life is done: everybody decides then, on any clock (a
+        resumed run starts mid-clock, with nothing held)."""
         self.last_decision_time = 0.0
         self.decided = False
         """Whether the last ``on_instruction`` took a decision (else the children's actions did not change)."""
@@ -173,7 +176,7 @@ class AgentNode:
         decide the child keeps its instruction without waiting for one: lockstep stays exact, and the round trip
         up the tree is paid only on the parent's decision ticks."""
         terminated, truncated, _ = self._flags
-        return self.ticks % period == 0 and not bool(np.all(terminated | truncated))
+        return (self.fresh or self.ticks % period == 0) and not bool(np.all(terminated | truncated))
 
     def observation(self, instruction: np.ndarray | None) -> np.ndarray:
         if instruction is None:
@@ -215,6 +218,7 @@ class AgentNode:
             self.due[:] = False
         self.episode_tick += 1
         self.ticks += 1
+        self.fresh = False
         return self.split(self.held)
 
     def _due_now(self) -> np.ndarray:
@@ -223,9 +227,9 @@ class AgentNode:
         wall-clock ``period_s``, once that much time has passed. A copy that starts a new episode between two
         decision ticks keeps its held action until the next one (at most ``period - 1`` ticks)."""
         if self.spec.period_s > 0:
-            due = time.monotonic() - self.last_decision_time >= self.spec.period_s or self.ticks == 0
+            due = time.monotonic() - self.last_decision_time >= self.spec.period_s or self.fresh
         else:
-            due = self.ticks % self.spec.period == 0
+            due = self.fresh or self.ticks % self.spec.period == 0
         return np.full(self.num_envs, due)
 
     def maybe_update(self) -> None:

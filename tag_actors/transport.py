@@ -31,6 +31,9 @@ from zmq.utils.monitor import parse_monitor_message
 from tag_actors.wire import DEFAULT_MAX_MESSAGE_BYTES, BadFrame, HandshakeError, Kind, Message, decode, encode
 
 log = logging.getLogger(__name__)
+QUEUE_LIMIT = 100_000
+"""High-water mark per link, in messages. Lockstep never queues more than a few; in async mode a parent that thinks
+for seconds (an LLM) lets its children's UP messages pile up, and catches up on them when it is done."""
 ZERO_COPY_BYTES = 256 * 1024
 """Messages at least this big are sent zero-copy. Below it a copy is cheaper than pyzmq's zero-copy bookkeeping
 (each zero-copy frame is released through its garbage-collector thread), measured on the per-tick path."""
@@ -112,7 +115,15 @@ class ParentLink(Link):
     """The child's end of the link to its parent: a ROUTER bound at the child's endpoint."""
 
     def _send_frames(self, frames: list, zero_copy: bool) -> None:
-        self.sock.send_multipart([self._identity, *frames], copy=not zero_copy)
+        try:
+            self.sock.send_multipart([self._identity, *frames], copy=not zero_copy)
+        except zmq.Again:
+            raise PeerLost(self.peer, f"has not read from {self.me!r} for {self.sock.sndtimeo / 1000:.0f}s "
+                           f"({QUEUE_LIMIT} messages queued)") from None
+        except zmq.ZMQError as e:
+            if e.errno == zmq.EHOSTUNREACH:
+                raise PeerLost(self.peer, f"is no longer connected to {self.me!r} ({self.endpoint})") from None
+            raise
 
     def _recv_frames(self) -> list | None:
         frames = self.sock.recv_multipart()
@@ -163,7 +174,7 @@ class Hub:
     def _socket(self, kind: int) -> zmq.Socket:
         sock = self.ctx.socket(kind)
         sock.linger = 0
-        sock.sndhwm = sock.rcvhwm = 1000
+        sock.sndhwm = sock.rcvhwm = QUEUE_LIMIT
         # The hard limit disconnects a peer; keep it well above the application limit, which drops and counts.
         sock.maxmsgsize = 4 * self.max_message_bytes
         ivl = max(100, int(self.peer_timeout_s * 1000 / 5))
