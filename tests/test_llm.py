@@ -54,6 +54,17 @@ def start_llama_server(model: Path, port: int, log_path: Path) -> subprocess.Pop
                                 start_new_session=True)
 
 
+def warm_up(base_url: str) -> None:
+    """One short completion, so the model's first (slowest) evaluation is not counted against a test's timeout."""
+    body = json.dumps({"model": "local", "max_tokens": 4,
+                       "messages": [{"role": "user", "content": "Say ok."}]}).encode()
+    req = urllib.request.Request(base_url + "/chat/completions", body, {"Content-Type": "application/json"})
+    try:
+        urllib.request.build_opener(urllib.request.ProxyHandler({})).open(req, timeout=120).read()
+    except OSError as e:
+        raise RuntimeError(f"warm-up completion failed: {e}") from None
+
+
 def wait_ready(base_url: str, proc: subprocess.Popen, timeout_s: float) -> None:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     deadline = time.monotonic() + timeout_s
@@ -88,6 +99,7 @@ def llm_server(tmp_path_factory):
     base_url = f"http://127.0.0.1:{port}/v1"
     try:
         wait_ready(base_url, proc, READY_TIMEOUT_S)
+        warm_up(base_url)
     except RuntimeError as e:
         _stop(proc)
         pytest.fail(f"{e}; log:\n{log_path.read_text(errors='replace')[-3000:]}")
@@ -195,13 +207,14 @@ def obs_batch(num_envs=4, dim=8, seed=0) -> np.ndarray:
 TASK = "Balance a package on a line carried by your agents and bring it to the goal."
 
 
+@pytest.mark.timeout(300)  # the first test also starts and warms up the model server
 @pytest.mark.parametrize(
     "space",
     [Discrete(5), MultiDiscrete((3, 4)), Box((2,), -1.0, 1.0)],
     ids=["discrete", "multidiscrete", "box"],
 )
 def test_real_model_gives_valid_actions(llm_server, space):
-    agent = make_agent("llm", make_ctx(space, {"base_url": llm_server, "task": TASK, "timeout_s": 30.0,
+    agent = make_agent("llm", make_ctx(space, {"base_url": llm_server, "task": TASK, "timeout_s": 60.0,
                                                "max_tokens": 48}))
     assert isinstance(agent, LLMAgent)
     calls = []
@@ -224,6 +237,7 @@ def test_real_model_gives_valid_actions(llm_server, space):
     agent.close()
 
 
+@pytest.mark.timeout(300)
 def test_real_model_subset_mode_concurrent(llm_server):
     space = MultiDiscrete((3, 3, 3))
     agent = make_agent("llm", make_ctx(space, {"base_url": llm_server, "task": TASK, "batch_mode": "subset",
