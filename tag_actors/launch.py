@@ -74,7 +74,7 @@ def local_processes(cfg: config_mod.Config, plan: Any, host: str | None) -> tupl
         if cfg.multi_host:
             raise config_mod.ConfigError(f"{cfg.source}: the placement spreads the run over hosts "
                                          f"{', '.join(cfg.placement.hosts)}: start each with --host NAME")
-        return next(iter(cfg.placement.hosts), "local"), known
+        return next(iter(cfg.placement.hosts), socket.gethostname()), known
     if host not in cfg.placement.hosts:
         raise config_mod.ConfigError(f"--host {host!r} is not one of placement.hosts in {cfg.source} "
                                      f"({', '.join(cfg.placement.hosts) or 'none defined'})")

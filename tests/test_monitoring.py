@@ -564,7 +564,7 @@ def real_run(tmp_path):
     from tag_actors.topology import socket_dir
 
     name = f"montest-{os.getpid()}-{time.monotonic_ns() % 10**6}"
-    run_dir = tmp_path / name
+    run_dir = MON.parent / "runs" / name  # inside the checkout, so the launcher links it into monitoring/targets
     sets = [
         "run.metrics=true",
         f"run.name={name}",
@@ -617,6 +617,7 @@ def real_run(tmp_path):
             and Path(os.path.realpath(link)) == (run_dir / "prometheus_targets.json").resolve()
         ):
             link.unlink()
+        shutil.rmtree(run_dir, ignore_errors=True)
         sock = socket_dir(run_dir)
         if sock.is_dir():
             shutil.rmtree(sock, ignore_errors=True)
