@@ -28,7 +28,16 @@ from pathlib import Path
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from tag_actors.wire import DEFAULT_MAX_MESSAGE_BYTES, BadFrame, HandshakeError, Kind, Message, decode, encode
+from tag_actors.wire import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    BadFrame,
+    HandshakeError,
+    Kind,
+    Message,
+    check_tick_message,
+    decode,
+    encode,
+)
 
 log = logging.getLogger(__name__)
 QUEUE_LIMIT = 100_000
@@ -320,6 +329,11 @@ class Hub:
             return None
         if msg.sender != link.peer:
             self.count_bad(link.peer, "sender", f"message signed {msg.sender!r} on the link to {link.peer!r}")
+            return None
+        try:
+            check_tick_message(msg)
+        except BadFrame as e:
+            self.count_bad(link.peer, e.reason, e.detail)
             return None
         link.last_recv_seq = msg.seq
         return msg

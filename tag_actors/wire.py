@@ -243,6 +243,18 @@ def check_welcome(welcome: Welcome, me: str, child: str, num_envs: int, instruct
 
 # --- per-tick messages ----------------------------------------------------------------------------------------
 
+TICK_ARRAYS = {Kind.UP: ("x", "r", "f"), Kind.DOWN: ("a",)}
+
+
+def check_tick_message(msg: Message) -> None:
+    """A well-formed UP/DOWN carries its arrays, each with the batch as its leading dimension."""
+    for name in TICK_ARRAYS.get(msg.kind, ()):
+        arr = msg.arrays.get(name)
+        if arr is None:
+            raise BadFrame("content", f"{msg.kind.name} lacks array {name!r}")
+        if arr.ndim == 0 or arr.shape[0] != msg.batch:
+            raise BadFrame("content", f"{msg.kind.name} array {name!r} has shape {arr.shape}, batch is {msg.batch}")
+
 
 def pack_flags(terminated: np.ndarray, truncated: np.ndarray, first: np.ndarray) -> np.ndarray:
     return (terminated * TERMINATED | truncated * TRUNCATED | first * FIRST).astype(np.uint8)

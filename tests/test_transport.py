@@ -43,7 +43,8 @@ def hubs():
 
 
 def up(x):
-    return Message(Kind.UP, "", arrays={"x": np.asarray(x, np.float32)})
+    x = np.asarray(x, np.float32).reshape(1, -1)
+    return Message(Kind.UP, "", batch=1, arrays={"x": x, "r": np.zeros(1, np.float32), "f": np.zeros(1, np.uint8)})
 
 
 def test_round_trip_both_ways(hubs, endpoint):
@@ -57,8 +58,8 @@ def test_round_trip_both_ways(hubs, endpoint):
         to_parent.send(up([i, i + 1]))
         got = parent.recv(to_child, (Kind.UP,), 5)
         assert got.sender == "c" and got.seq == i + 0
-        np.testing.assert_array_equal(got.arrays["x"], [i, i + 1])
-        to_child.send(Message(Kind.DOWN, "", arrays={"a": np.array([i])}))
+        np.testing.assert_array_equal(got.arrays["x"], [[i, i + 1]])
+        to_child.send(Message(Kind.DOWN, "", batch=1, arrays={"a": np.array([i])}))
         assert child.recv(to_parent, (Kind.DOWN,), 5).arrays["a"][0] == i
 
 
@@ -79,16 +80,17 @@ def test_garbage_and_oversized_frames_are_dropped_and_counted(hubs, zctx, endpoi
     sock.send_multipart([good[0], b"extra frame nobody announced"])
     sock.send_multipart(encode(Message(Kind.UP, "p", arrays={"x": np.zeros(2000, np.float32)})))  # 8 KB > 4 KB
     sock.send_multipart(encode(Message(Kind.UP, "someone-else")))
-    sock.send_multipart(encode(Message(Kind.DOWN, "p")))  # a valid frame of a kind we do not await
+    sock.send_multipart(encode(Message(Kind.DOWN, "p")))  # a DOWN without its action
+    sock.send_multipart(encode(Message(Kind.DOWN, "p", batch=1, arrays={"a": np.zeros(1)})))  # not awaited now
     sock.send_multipart(good)
     msg = child.recv(link, (Kind.HELLO,), 5)
     assert msg.kind == Kind.HELLO and msg.sender == "p"
     reasons = [r for _, r in counted]
-    assert reasons == ["header", "frames", "oversized", "sender", "unexpected"]
+    assert reasons == ["header", "frames", "oversized", "sender", "content", "unexpected"]
     assert all(peer == "p" for peer, _ in counted)
-    assert sum(child.bad_frames.values()) == 5
-    sock.send_multipart(encode(Message(Kind.UP, "p", arrays={"x": np.ones(3, np.float32)})))
-    assert child.recv(link, (Kind.UP,), 5).arrays["x"].sum() == 3  # still serving
+    assert sum(child.bad_frames.values()) == 6
+    sock.send_multipart(encode(Message(Kind.DOWN, "p", batch=3, arrays={"a": np.ones(3, np.float32)})))
+    assert child.recv(link, (Kind.DOWN,), 5).arrays["a"].sum() == 3  # still serving
 
 
 def test_a_stranger_is_counted_and_its_leaving_is_not_a_lost_parent(hubs, zctx, endpoint):
@@ -102,10 +104,10 @@ def test_a_stranger_is_counted_and_its_leaving_is_not_a_lost_parent(hubs, zctx, 
     stranger.send_multipart(encode(Message(Kind.DOWN, "intruder")))
     time.sleep(0.3)
     stranger.close(linger=0)
-    to_child.send(Message(Kind.DOWN, "", arrays={"a": np.array([1])}))
+    to_child.send(Message(Kind.DOWN, "", batch=1, arrays={"a": np.array([1])}))
     assert child.recv(link, (Kind.DOWN,), 5).arrays["a"][0] == 1
     time.sleep(0.8)  # let the stranger's disconnect be noticed and forgiven
-    to_child.send(Message(Kind.DOWN, "", arrays={"a": np.array([2])}))
+    to_child.send(Message(Kind.DOWN, "", batch=1, arrays={"a": np.array([2])}))
     assert child.recv(link, (Kind.DOWN,), 5).arrays["a"][0] == 2
     assert any(reason == "unknown_peer" for (_, reason) in child.bad_frames)
 
