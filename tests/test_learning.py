@@ -143,8 +143,8 @@ PPO_FAST = {"lr": 1e-3, "rollout_len": 16, "gae_lambda": 0.9, "update_epochs": 4
 
 
 def test_two_level_ppo_hierarchy_learns_balance(tmp_path):
-    """4 level-1 PPO agents under one top PPO agent, serial, 48k env steps: the late episodes beat random
-    (about -5.3 per agent) and the early ones clearly."""
+    """4 level-1 PPO agents under one top PPO agent, serial, 30k env steps: the late episodes beat random
+    (about -5.7 per agent) and the early ones clearly (measured: -5.0 -> +16 and -4.5 -> +22 for seeds 0 and 1)."""
     from tag_actors.launch import write_summary
     from tag_actors.serial import run_serial
 
@@ -152,12 +152,12 @@ def test_two_level_ppo_hierarchy_learns_balance(tmp_path):
         [{"agent": "ppo", "params": PPO_FAST},
          {"agent": "ppo", "fan_in": 4, "every": 2, "instruction": {"type": "box", "dim": 2},
           "params": {**PPO_FAST, "rollout_len": 8}}],
-        total_env_steps=48_000)
+        total_env_steps=30_000)
     run_serial(cfg, tmp_path)
     write_summary(tmp_path)
     steps, returns = env_returns(tmp_path)
-    early, late = returns[steps <= 12_000].mean(), returns[steps > 36_000].mean()
-    assert late > -3.0 and late > early + 2.0, (early, late)
+    early, late = returns[steps <= 10_000].mean(), returns[steps > 20_000].mean()
+    assert late > 0.0 and late > early + 5.0, (early, late)
 
 
 def test_evaluate_a_saved_run(tmp_path):
