@@ -20,7 +20,7 @@ from tag_actors.runlog import read_events
 
 
 def config_text(n: int, num_envs: int, agent: str) -> str:
-    levels = ['[[levels]]\nagent = "%s"\n' % agent]
+    levels = [f'[[levels]]\nagent = "{agent}"\n']
     count = n
     while count > 1:
         fan = 4 if count % 4 == 0 else count
