@@ -68,23 +68,12 @@ def freeze(agent: Any, deterministic: bool) -> None:
         agent._sample = types.MethodType(mode, agent)
 
 
-def load_run_config(run_dir: Path, overrides: list[str]) -> config_mod.Config:
-    path = run_dir / "config.json"
-    try:
-        raw = json.loads(path.read_text())["config"]
-    except (OSError, KeyError, json.JSONDecodeError) as e:
-        raise config_mod.ConfigError(f"{path}: cannot read the run's config ({e})") from None
-    for item in overrides:
-        config_mod.apply_override(raw, item, str(path))
-    return config_mod.from_dict(raw, str(path))
-
-
 def evaluate(run_dir: Path, episodes: int = 32, seed: int = 12345, deterministic: bool = False,
              gif: Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
     run_dir = Path(run_dir)
     if gif is not None and not os.environ.get("DISPLAY"):
         headless_rendering()
-    cfg = load_run_config(run_dir, list(overrides or []))
+    cfg = config_mod.load_resolved(run_dir / "config.json", list(overrides or []))
     cfg.env.num_envs = episodes
     cfg.run.seed = seed
     plan = build_plan(cfg)
