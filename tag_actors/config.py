@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import tomllib
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -206,12 +205,8 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
             return value
         raise ConfigError(f"{where}: expected {expected[tp]}, got {type(value).__name__} {value!r}")
-    if origin is dict or tp is dict:
-        if isinstance(value, dict):
-            return value
+    if (origin is dict or tp is dict) and not isinstance(value, dict):
         raise ConfigError(f"{where}: expected a table, got {type(value).__name__} {value!r}")
-    if origin in (list, types.UnionType):
-        return value
     return value
 
 
