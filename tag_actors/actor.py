@@ -273,9 +273,9 @@ class AgentActor(Actor):
         inbox = Inbox(hub, parent_link, cfg.level_mode(level + 1) == "lockstep") if parent_link else None
         children_wait = cfg.level_mode(level) == "lockstep"
         staleness = [0.0, 0.0, 0]  # sum of ticks, sum of seconds, count
-        tick = node.ticks  # the run's clock; continues on --resume
         backlog = 0
         while True:
+            tick = node.ticks  # the run's clock (continues on --resume); on_instruction advances it
             ups = hub.recv_from_all(children, (Kind.UP,), None, "UP")
             msgs = [ups[link] for link in children]
             env_steps = msgs[0].meta.get("e", 0)
@@ -285,9 +285,9 @@ class AgentActor(Actor):
                 sent = time.perf_counter()
                 self.send(parent_link, up_message(report, tick, env_steps, stop))
                 if not stop:
-                    waited = inbox.wait and node.decides_at(parent_period)
-                    inbox.update(node.decides_at(parent_period))
-                    if metrics and waited:
+                    parent_decides = node.decides_at(parent_period)
+                    inbox.update(parent_decides)
+                    if metrics and inbox.wait and parent_decides:
                         metrics.observe_roundtrip(parent_link.peer, time.perf_counter() - sent)
                     stop = inbox.stopped
             if stop:
@@ -324,7 +324,6 @@ class AgentActor(Actor):
                 if node.decided:
                     metrics.observe_act(node.last_act_seconds)
             recorder.after_tick(env_steps)
-            tick += 1
 
 
 def write_failure(run_dir: Path, name: str, kind: str, message: str) -> None:

@@ -85,9 +85,7 @@ class Link:
                                                | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
         self.established = False
         self.send_seq = 0
-        self.last_recv_seq = -1
         self.suspect_since: float | None = None
-        self.bytes_sent = self.bytes_received = 0
         self._identity = peer.encode()
 
     def send(self, msg: Message) -> int:
@@ -98,7 +96,6 @@ class Link:
         frames = encode(msg)
         nbytes = len(frames[0]) + msg.nbytes()
         self._send_frames(frames, nbytes >= ZERO_COPY_BYTES)
-        self.bytes_sent += nbytes
         return nbytes
 
     def _send_frames(self, frames: list, zero_copy: bool) -> None:
@@ -322,7 +319,6 @@ class Hub:
             if e.reason == "version" and not link.established:
                 raise HandshakeError(f"{link.peer!r} and {link.me!r} speak different protocols: {e.detail}") from None
             return None
-        link.bytes_received += nbytes
         if self.on_received:
             self.on_received(link.peer, nbytes)
         if msg.kind == Kind.PING:
@@ -335,7 +331,6 @@ class Hub:
         except BadFrame as e:
             self.count_bad(link.peer, e.reason, e.detail)
             return None
-        link.last_recv_seq = msg.seq
         return msg
 
     @staticmethod
