@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from tag_actors.launch import actor_pids
 from tag_actors.runlog import read_events
 
 
@@ -44,19 +44,14 @@ kwargs = {{ n_agents = {n} }}
 
 
 def rss_of_run(run_dir: Path) -> list[int]:
+    """Resident bytes of each live actor process of the run."""
     out = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
+    for pid in actor_pids(run_dir).values():
         try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-            if str(run_dir).encode() not in cmd or b"tag_actors.actor" not in cmd:
-                continue
             status = Path(f"/proc/{pid}/status").read_text()
         except OSError:
             continue
-        kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
-        out.append(kb * 1024)
+        out.append(next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")) * 1024)
     return out
 
 

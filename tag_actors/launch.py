@@ -191,6 +191,22 @@ class Progress:
         return " | ".join(parts)
 
 
+def actor_pids(run_dir: Path) -> dict[str, int]:
+    """name -> pid of the live actor processes of ``run_dir`` (their argv ends with ``RUN_DIR NAME``)."""
+    out = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if "tag_actors.actor" in argv and len(argv) >= 2 and argv[-2] == str(run_dir) and state != "Z":
+            out[argv[-1]] = int(pid)
+    return out
+
+
 def tail(path: Path, lines: int = 25) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

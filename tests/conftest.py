@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import zmq
 
+from tag_actors.launch import actor_pids
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -78,17 +80,6 @@ def launch():
     lc.close()
 
 
-def descendants_alive(run_dir: Path) -> list[str]:
-    """Processes whose command line mentions the run folder (actors of that run)."""
-    alive = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        if str(run_dir) in cmd and "tag_actors.actor" in cmd and stat.split()[2] != "Z":
-            alive.append(f"{pid}: {cmd}")
-    return alive
+def descendants_alive(run_dir: Path) -> dict[str, int]:
+    """name -> pid of the actor processes of that run still alive."""
+    return actor_pids(run_dir)

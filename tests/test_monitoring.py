@@ -36,6 +36,7 @@ from pathlib import Path
 
 import pytest
 
+from tag_actors.launch import actor_pids
 from tag_actors.metrics import file_sd_target, write_file_sd
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -536,22 +537,6 @@ REAL_PER_PROCESS = {
     "tag_checkpoint_timestamp_seconds > 0": AGENTS,
 }
 KILLED = "l1.2"
-
-
-def actor_pids(run_dir: Path) -> dict[str, int]:
-    """name -> pid of the live ``tag_actors.actor`` processes of ``run_dir`` (argv: ... RUN_DIR NAME)."""
-    out = {}
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if "tag_actors.actor" in argv and len(argv) >= 2 and argv[-2] == str(run_dir) and state != "Z":
-            out[argv[-1]] = int(pid)
-    return out
 
 
 @pytest.fixture
