@@ -155,7 +155,6 @@ class Progress:
 
     run_dir: Path
     total_env_steps: int
-    level_of: dict[str, int]
     offsets: dict[Path, int] = field(default_factory=dict)
     env_steps: int = 0
     rate: float = 0.0
@@ -341,7 +340,6 @@ def main(argv: list[str] | None = None) -> int:
     except config_mod.ConfigError as e:
         print(f"tag_actors: config error: {e}", file=sys.stderr)
         return 2
-    plan = build_plan(cfg)
     names = wiring["processes"]
     where = f" on host {wiring['host']!r}" if cfg.multi_host else ""
     print(f"run {cfg.run.name!r}: {len(names)} processes{where} ({', '.join(names)}); run folder {run_dir}")
@@ -350,8 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"metrics: http://{wiring['metrics_addr']}:PORT/metrics with {ports}; Prometheus targets in "
               f"{run_dir / 'prometheus_targets.json'}")
     children = start_children(run_dir, names)
-    progress = None if args.quiet else Progress(run_dir, cfg.run.total_env_steps,
-                                                {n: plan.level_of(n) for n in names})
+    progress = None if args.quiet else Progress(run_dir, cfg.run.total_env_steps)
 
     def on_signal(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt
