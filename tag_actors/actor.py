@@ -104,6 +104,29 @@ class Inbox:
             self._take(self.hub.recv(self.link, (Kind.DOWN, Kind.STOP), None, "STOP"))
 
 
+class Outbox:
+    """A child's end of the link to its parent, going up: reports held until the parent needs them.
+
+    A parent that decides every k ticks reads its children only then, so the reports of the ticks in between
+    travel together at its decision tick: one wake-up of the parent per decision instead of one per tick. The
+    parent still replays every tick in order, so lockstep runs stay identical to in-process ones.
+    """
+
+    def __init__(self, actor: Actor, link: ParentLink):
+        self.actor, self.link = actor, link
+        self.held: list[Message] = []
+
+    def put(self, msg: Message, flush: bool) -> None:
+        self.held.append(msg)
+        if flush:
+            self.flush()
+
+    def flush(self) -> None:
+        for msg in self.held:
+            self.actor.send(self.link, msg)
+        self.held.clear()
+
+
 class Actor:
     """What the env and agent processes share: config, plan, hub, metrics."""
 
@@ -193,10 +216,15 @@ class EnvActor(Actor):
             periods = {c: self.plan.node(self.plan.parent[c]).period for c in links}
             wait = cfg.level_mode(1) == "lockstep"
             inboxes = {c: Inbox(self.hub, link, wait) for c, link in ordered}
+            outboxes = {c: Outbox(self, link) for c, link in ordered}
             while True:
                 steps = level.level0.env_steps
-                for child, link in ordered:
-                    self.send(link, up_message(reports[child], tick, steps, stop))
+                all_ended = bool(level.level0.pending_reset.all())
+                fresh = tick == start_tick
+                decides = {c: (fresh or tick % periods[c] == 0) and not all_ended  # as AgentNode.decides_at
+                           for c in links}
+                for child, _ in ordered:
+                    outboxes[child].put(up_message(reports[child], tick, steps, stop), stop or decides[child])
                 if stop:
                     for inbox in inboxes.values():
                         inbox.wait_stop()
@@ -205,10 +233,8 @@ class EnvActor(Actor):
                         link.send(Message(Kind.BYE, ""))
                     reason = "completed"
                     return reason
-                all_ended = bool(level.level0.pending_reset.all())
                 for child, inbox in inboxes.items():
-                    fresh = tick == start_tick
-                    inbox.update((fresh or tick % periods[child] == 0) and not all_ended)  # as AgentNode.decides_at
+                    inbox.update(decides[child])
                 started = time.perf_counter()
                 reports = level.step({c: inbox.latest for c, inbox in inboxes.items()})
                 if self.metrics:
@@ -271,6 +297,7 @@ class AgentActor(Actor):
         level = node.spec.level
         parent_period = self.plan.node(parent_link.peer).period if parent_link else 0
         inbox = Inbox(hub, parent_link, cfg.level_mode(level + 1) == "lockstep") if parent_link else None
+        outbox = Outbox(self, parent_link) if parent_link else None
         children_wait = cfg.level_mode(level) == "lockstep"
         staleness = [0.0, 0.0, 0]  # sum of ticks, sum of seconds, count
         backlog = 0
@@ -281,11 +308,14 @@ class AgentActor(Actor):
             env_steps = msgs[0].meta.get("e", 0)
             stop = any(m.meta.get("stop") for m in msgs)
             report = node.on_children([report_of(m) for m in msgs])
+            parent_decides = inbox is not None and not stop and node.decides_at(parent_period)
+            # An async parent's answer is not awaited, so the children get their actions before the reports go
+            # up (they are off the critical path). Lockstep, a stop, or the first instruction: reports first.
+            report_late = inbox is not None and not (inbox.wait or stop or inbox.latest is None)
             if inbox is not None:
                 sent = time.perf_counter()
-                self.send(parent_link, up_message(report, tick, env_steps, stop))
+                outbox.put(up_message(report, tick, env_steps, stop), (stop or parent_decides) and not report_late)
                 if not stop:
-                    parent_decides = node.decides_at(parent_period)
                     inbox.update(parent_decides)
                     if metrics and inbox.wait and parent_decides:
                         metrics.observe_roundtrip(parent_link.peer, time.perf_counter() - sent)
@@ -317,6 +347,8 @@ class AgentActor(Actor):
                     staleness[2] += 1
                     if metrics:
                         metrics.staleness(age_ticks, age_s)
+            if report_late and parent_decides:
+                outbox.flush()
             node.maybe_update()
             if metrics:
                 metrics.tick()

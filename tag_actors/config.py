@@ -35,6 +35,10 @@ class RunConfig:
     mode: str = "lockstep"
     """'lockstep': a level waits for the instruction of the level above at its decision ticks (reproducible);
     'async': levels >= 2 never make the level below wait (see LevelConfig.mode)."""
+    learner: str = "auto"
+    """'inline': an agent learns in its acting thread, so its children wait while it updates (reproducible);
+    'background': it learns on a copy in a second thread and keeps acting with the last weights (not
+    reproducible: when new weights arrive depends on timing); 'auto': background when any level is async."""
     total_env_steps: int = 20_000
     """Stop after this many env steps (summed over the env copies)."""
     transport: str = "ipc"
@@ -84,9 +88,10 @@ class LevelConfig:
     fan_in: int = 1
     """Children per agent (level 1: env agents per agent)."""
     message: str = "identity"
-    """φ, the message sent up: identity (concatenate children), mean, project."""
+    """φ, the message sent up: identity (concatenate children), mean, project (a fixed seeded random projection)
+    or autoencoder (learned: the latent of an autoencoder the agent trains online on its children's messages)."""
     message_dim: int = 0
-    """Message size for 'project'."""
+    """Message size for 'project' and 'autoencoder'."""
     instruction: dict[str, Any] = field(default_factory=dict)
     """Levels >= 2: the instruction sent to each child: {type = 'box', dim = k} or {type = 'discrete', n = k}."""
     params: dict[str, Any] = field(default_factory=dict)
@@ -136,6 +141,12 @@ class Config:
         if explicit:
             return explicit
         return self.run.mode if level >= 2 else "lockstep"
+
+    def learns_in_background(self) -> bool:
+        """Whether agents update on a copy in a second thread (see RunConfig.learner)."""
+        if self.run.learner == "auto":
+            return any(self.level_mode(lvl) == "async" for lvl in range(1, len(self.levels) + 1))
+        return self.run.learner == "background"
 
     def instruction_space(self, level: int) -> Space:
         """The instruction an agent at ``level`` (>= 2) sends each child."""
@@ -262,6 +273,8 @@ def validate(cfg: Config) -> None:
     src, run, env = cfg.source, cfg.run, cfg.env
     if run.mode not in ("lockstep", "async"):
         raise ConfigError(f"{src}: run.mode must be 'lockstep' or 'async', got {run.mode!r}")
+    if run.learner not in ("auto", "inline", "background"):
+        raise ConfigError(f"{src}: run.learner must be 'auto', 'inline' or 'background', got {run.learner!r}")
     if run.transport not in ("ipc", "tcp"):
         raise ConfigError(f"{src}: run.transport must be 'ipc' or 'tcp', got {run.transport!r}")
     for key in ("total_env_steps", "max_message_bytes"):
@@ -292,10 +305,10 @@ def validate(cfg: Config) -> None:
         if lv.period_s > 0 and cfg.level_mode(i + 1) != "async":
             raise ConfigError(f"{where}.period_s needs this level in async mode (set run.mode = 'async' or "
                               f"levels[{i}].mode = 'async'): in lockstep the level below waits on its ticks")
-        if lv.message not in ("identity", "mean", "project"):
-            raise ConfigError(f"{where}.message: expected identity, mean or project, got {lv.message!r}")
-        if lv.message == "project" and lv.message_dim <= 0:
-            raise ConfigError(f"{where}.message_dim must be > 0 with message = 'project'")
+        if lv.message not in ("identity", "mean", "project", "autoencoder"):
+            raise ConfigError(f"{where}.message: expected identity, mean, project or autoencoder, got {lv.message!r}")
+        if lv.message in ("project", "autoencoder") and lv.message_dim <= 0:
+            raise ConfigError(f"{where}.message_dim must be > 0 with message = {lv.message!r}")
         if i == 0:
             if lv.instruction:
                 raise ConfigError(f"{where}.instruction: level 1 sends env actions, not instructions; remove it")

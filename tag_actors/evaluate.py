@@ -22,7 +22,6 @@ import json
 import os
 import sys
 import time
-import types
 from pathlib import Path
 from typing import Any
 
@@ -50,24 +49,6 @@ def mean_ci95(values: list[float] | np.ndarray) -> tuple[float, float]:
     return float(x.mean()), t * float(x.std(ddof=1)) / np.sqrt(len(x))
 
 
-def freeze(agent: Any, deterministic: bool) -> None:
-    """Make an agent act without learning (instance-level overrides; the agent classes are untouched)."""
-    agent.ready = lambda: False
-    agent.observe = lambda *args, **kwargs: None
-    rms = getattr(agent, "obs_rms", None)
-    if rms is not None:
-        rms.update = lambda x: None
-    if deterministic and hasattr(agent, "_sample") and hasattr(agent, "kind"):
-        import torch
-
-        def mode(self: Any, head: torch.Tensor) -> torch.Tensor:
-            if self.kind == "box":
-                return head
-            return self._padded_logits(head).argmax(-1)
-
-        agent._sample = types.MethodType(mode, agent)
-
-
 def evaluate(run_dir: Path, episodes: int = 32, seed: int = 12345, deterministic: bool = False,
              gif: Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
     run_dir = Path(run_dir)
@@ -87,7 +68,7 @@ def evaluate(run_dir: Path, episodes: int = 32, seed: int = 12345, deterministic
         if not path.exists():
             raise FileNotFoundError(f"no checkpoint for agent {node.name!r}: {path}")
         node.load_state_dict(load_checkpoint(path))
-        freeze(node.agent, deterministic)
+        node.agent.freeze(deterministic)
 
     frames: list[np.ndarray] = []
     done = np.zeros(episodes, dtype=bool)

@@ -21,12 +21,15 @@ from __future__ import annotations
 import time
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tag_actors.agents import AgentContext, make_agent
 from tag_actors.spaces import Box, Discrete, MultiDiscrete, Space
+
+if TYPE_CHECKING:
+    from tag_actors.agents.message_ae import MessageAutoencoder
 
 
 @dataclass(slots=True)
@@ -56,33 +59,55 @@ def stacked_space(child_spaces: list[Space]) -> Space:
 
 class MessageFunction:
     """φ: children's messages -> this agent's message. 'identity' concatenates, 'mean' averages (equal sizes),
-    'project' applies a fixed seeded random projection to ``dim`` features (bounded size at any depth)."""
+    'project' applies a fixed seeded random projection to ``dim`` features (bounded size at any depth),
+    'autoencoder' sends the ``dim`` latent features of an autoencoder this node trains online on its inputs (the
+    paper's learned φ, 3PPO-comm; see ``tag_actors.agents.message_ae``)."""
 
     def __init__(self, kind: str, in_dims: list[int], dim: int, seed: int):
         self.kind = kind
+        self.ae: MessageAutoencoder | None = None
         if kind == "identity":
             self.dim = sum(in_dims)
         elif kind == "mean":
             if len(set(in_dims)) != 1:
                 raise ValueError(f"message 'mean' needs children of equal message size, got {in_dims}")
             self.dim = in_dims[0]
-        elif kind == "project":
+        elif kind in ("project", "autoencoder"):
             if dim <= 0:
-                raise ValueError("message 'project' needs message_dim > 0")
+                raise ValueError(f"message {kind!r} needs message_dim > 0")
             total = sum(in_dims)
-            rng = np.random.default_rng(seed)
-            self.weight = (rng.standard_normal((total, dim)) / np.sqrt(total)).astype(np.float32)
+            if kind == "project":
+                rng = np.random.default_rng(seed)
+                self.weight = (rng.standard_normal((total, dim)) / np.sqrt(total)).astype(np.float32)
+            else:
+                from tag_actors.agents.message_ae import MessageAutoencoder  # torch only where φ is learned
+
+                self.ae = MessageAutoencoder(total, dim, seed)
             self.dim = dim
         else:
-            raise ValueError(f"unknown message function {kind!r} (identity, mean, project)")
+            raise ValueError(f"unknown message function {kind!r} (identity, mean, project, autoencoder)")
         self.in_dims = in_dims
+
+    @property
+    def learned(self) -> bool:
+        """Whether φ has parameters that change during the run (and so belong in the node's checkpoint)."""
+        return self.ae is not None
 
     def __call__(self, parts: list[np.ndarray], joined: np.ndarray) -> np.ndarray:
         if self.kind == "identity":
             return joined
         if self.kind == "mean":
             return np.mean(parts, axis=0).astype(np.float32) if len(parts) > 1 else parts[0]
+        if self.ae is not None:
+            return self.ae(joined)
         return joined @ self.weight
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.ae.state_dict() if self.ae is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.ae is not None:
+            self.ae.load_state_dict(state)
 
 
 @dataclass
@@ -100,6 +125,8 @@ class NodeSpec:
     seed: int = 0
     period_s: float = 0.0
     """If > 0, decide on a wall-clock period instead of every ``period`` ticks (slow agents in async mode)."""
+    learn_in_background: bool = False
+    """Learners update on a copy in a second thread while this node keeps acting (``RunConfig.learner``)."""
 
 
 class AgentNode:
@@ -119,7 +146,8 @@ class AgentNode:
         self.obs_dim = sum(d for _, d in layout)
         self.agent = make_agent(spec.agent_type, AgentContext(
             name=spec.name, level=spec.level, obs_dim=self.obs_dim, action_space=self.action_space, num_envs=n,
-            seed=spec.seed, params=dict(spec.params), env_info=dict(env_info or {}), obs_layout=layout))
+            seed=spec.seed, params=dict(spec.params), env_info=dict(env_info or {}), obs_layout=layout,
+            learn_in_background=spec.learn_in_background))
         self.held = self.action_space.zeros(n)
         self.reward_acc = np.zeros(n, dtype=np.float32)
         self.ticks_held = np.zeros(n, dtype=np.int64)
@@ -235,9 +263,18 @@ class AgentNode:
     def maybe_update(self) -> None:
         """Learn when the agent holds a full batch. The runtime calls this after sending its actions down, so the
         levels below keep working while this one learns; the order against the node's own state is the same in
-        every runtime, which keeps seeded runs identical."""
+        every runtime, which keeps seeded runs identical. A background learner returns at once; its stats
+        arrive at a later call, when its update has finished."""
         if self.agent.ready():
-            self.update_stats.append(self.agent.update())
+            stats = self.agent.update()
+            if stats is not None:
+                self.update_stats.append(stats)
+                self.updates += 1
+        self._harvest_background_updates()
+
+    def _harvest_background_updates(self) -> None:
+        for stats in self.agent.finished_updates():
+            self.update_stats.append(stats)
             self.updates += 1
 
     def split(self, action: np.ndarray) -> list[np.ndarray]:
@@ -254,9 +291,15 @@ class AgentNode:
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        return {"agent": self.agent.state_dict(), "ticks": self.ticks, "decisions": self.decisions,
-                "updates": self.updates}
+        agent = self.agent.state_dict()  # waits for a background update in progress, so count it too
+        self._harvest_background_updates()
+        state = {"agent": agent, "ticks": self.ticks, "decisions": self.decisions, "updates": self.updates}
+        if self.phi.learned:
+            state["phi"] = self.phi.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.agent.load_state_dict(state["agent"])
         self.ticks, self.decisions, self.updates = state["ticks"], state["decisions"], state["updates"]
+        if self.phi.learned:
+            self.phi.load_state_dict(state["phi"])

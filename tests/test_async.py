@@ -70,3 +70,21 @@ def test_staleness_is_exported(launch, tmp_path):
     count = next(float(x.split()[-1]) for x in body.splitlines()
                  if x.startswith("tag_instruction_staleness_ticks_count"))
     assert count > 0
+
+
+def test_async_ppo_learns_in_background_and_counts_every_update(launch, tmp_path):
+    """run.learner = 'auto' in an async run: every PPO agent trains in its learner thread; the run completes and
+    each agent's updates (the last one included, finished before its final checkpoint) are counted and logged."""
+    run_dir = tmp_path / "run"
+    r = launch.run("configs/balance.toml", "--quiet", "--run-dir", str(run_dir), "--set", "run.mode=async",
+                   "--set", "env.num_envs=16", "--set", "run.total_env_steps=6400", "--set", "run.metrics=false",
+                   "--set", "levels.0.params.rollout_len=8", "--set", "levels.1.params.rollout_len=4",
+                   "--set", "levels.2.params.rollout_len=2", timeout=180)
+    assert r.returncode == 0, r.stderr
+    e = ends(run_dir)
+    for name in ("l1.0", "l1.3", "l2.1", "l3.0"):
+        assert e[name]["reason"] == "completed"
+        logged = [x for x in read_events(run_dir, name) if x["type"] == "update"]
+        assert e[name]["updates"] >= 3, (name, e[name])
+        assert len(logged) >= e[name]["updates"] - 1  # all but possibly the one harvested by the final checkpoint
+        assert all(x["transitions"] >= 16 for x in logged)

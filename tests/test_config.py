@@ -54,8 +54,11 @@ def test_good_config_and_overrides(tmp_path):
         (GOOD, ["levels.0.instruction={type='box', dim=2}"], "level 1 sends env actions"),
         (GOOD, ["env.kind=unity"], "env.kind must be one of vmas, pettingzoo, gymnasium, got 'unity'"),
         (GOOD, ["run.mode=turbo"], "run.mode must be"),
+        (GOOD, ["run.learner=turbo"], "run.learner must be 'auto', 'inline' or 'background', got 'turbo'"),
         (GOOD, ["env.num_envs=0"], "env.num_envs must be > 0"),
         (GOOD, ["levels.0.message=project"], "message_dim must be > 0"),
+        (GOOD, ["levels.0.message=autoencoder"], "levels[0] (level 1).message_dim must be > 0 with message = 'autoencoder'"),
+        (GOOD, ["levels.0.message=learned"], "message: expected identity, mean, project or autoencoder, got 'learned'"),
         (GOOD, ["levels.5.agent=random"], "levels has 2 entries, no index '5'"),
         (GOOD, ["nonsense"], "expected key=value"),
         (GOOD + "\n[extra]\nx=1\n", [], "unknown top-level key 'extra'"),
@@ -82,3 +85,13 @@ def test_launcher_reports_config_errors_without_traceback(launch, tmp_path):
     assert r.returncode == 2
     assert r.stderr.startswith("tag_actors: config error:") and "run.sede" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_learner_auto_is_background_exactly_when_a_level_is_async(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text(GOOD)
+    assert not load(path).learns_in_background()
+    assert load(path, ["run.mode=async"]).learns_in_background()
+    assert load(path, ["levels.1.mode=async"]).learns_in_background()
+    assert not load(path, ["run.mode=async", "run.learner=inline"]).learns_in_background()
+    assert load(path, ["run.learner=background"]).learns_in_background()

@@ -105,7 +105,7 @@ def test_mappo_actor_is_shared_and_decentralized_critic_centralized():
     with torch.no_grad():
         x = torch.from_numpy(agent._expand(obs))  # (k rows, obs + one-hot)
         head = agent.net.actor(x)
-        value = agent._value(x)
+        value = agent._value(x, agent.net)
         # Child 0's action depends on its own block (and the instruction), not on child 1's block.
         y = x.clone()
         y[:, 6:12] += 5.0  # child 1's block
@@ -118,7 +118,7 @@ def test_mappo_actor_is_shared_and_decentralized_critic_centralized():
         assert torch.allclose(agent.net.actor(z)[0], head[1])
         # The critic sees everything and gives every child of a row the same value.
         assert torch.allclose(value, value[0].expand_as(value))
-        assert not torch.allclose(agent._value(y), value)
+        assert not torch.allclose(agent._value(y, agent.net), value)
     assert agent._critic_dim() == 27
 
 

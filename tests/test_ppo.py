@@ -318,3 +318,42 @@ def test_pendulum_improves():
     returns = drive(agent, "Pendulum-v1", 60_000, seed=0)
     start, end = np.mean(returns[:16]), np.mean(returns[-32:])
     assert end > -800 and end > start + 300, (start, end)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Background learning (async runs)
+
+
+def test_background_update_acts_on_old_weights_until_the_learner_finishes():
+    ctx = AgentContext(name="bg", level=1, obs_dim=4, action_space=Discrete(2), num_envs=8, seed=0,
+                       params={"rollout_len": 4, "update_epochs": 50}, learn_in_background=True)
+    agent = PPOAgent(ctx)
+    obs = np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32)
+    for _ in range(4):
+        agent.act(obs)
+        agent.observe(np.ones(8, np.float32), np.zeros(8, bool), np.zeros(8, bool), obs, np.ones(8, np.int64))
+    assert agent.ready()
+    acting = agent._acting_net()
+    before = [p.detach().clone() for p in acting.parameters()]
+    assert agent.update() is None  # handed to the learner thread
+    assert agent._learner is not None and not agent.ready()  # one update at a time
+    agent.act(obs)  # acting goes on meanwhile
+    agent._learner.join()
+    stats = agent.finished_updates()
+    assert len(stats) == 1 and stats[0]["transitions"] == 32 and np.isfinite(stats[0]["policy_loss"])
+    acting = agent._acting_net()  # now refreshed with the learner's weights
+    assert any(not torch.equal(a, b) for a, b in zip(before, acting.parameters(), strict=True))
+    for a, b in zip(acting.parameters(), agent.net.parameters(), strict=True):
+        assert torch.equal(a, b) and a is not b
+    assert agent.finished_updates() == []
+
+
+def test_cartpole_learns_with_a_background_learner():
+    ctx = AgentContext(name="bg", level=1, obs_dim=4, action_space=Discrete(2), num_envs=8, seed=0,
+                       params=dict(rollout_len=32, update_epochs=8, num_minibatches=4, lr=2.5e-3, norm_obs=False,
+                                   norm_reward=False), learn_in_background=True)
+    agent = PPOAgent(ctx)
+    returns = drive(agent, "CartPole-v1", 40_000, seed=0)
+    agent.close()
+    assert agent.updates >= 10
+    assert np.mean(returns[-20:]) > 150, returns[-20:]

@@ -9,6 +9,7 @@ feeds it batched numpy arrays, in-process or as an actor, with the same calls in
                                    ticks the action was held (semi-MDP), ``ticks`` how many ticks that was,
                                    ``next_obs`` the observation that follows (the final one on an episode end)
     ready() / update()             the runtime calls update() whenever ready() says a batch is complete
+    finished_updates()             stats of updates that ran in the background and have finished since
     save(path) / load(path)        checkpoints
 
 All arrays carry ``num_envs`` as their leading dimension. Observations are flat float32 feature vectors.
@@ -41,6 +42,8 @@ class AgentContext:
     """What the level-0 environment says about itself (scenario, env agent name); level 1 only."""
     obs_layout: list[tuple[str, int]] = field(default_factory=list)
     """The named blocks of the observation, in order: one per child message, then the parent's instruction."""
+    learn_in_background: bool = False
+    """Learners may update on a copy in a second thread and keep acting meanwhile (not reproducible)."""
 
 
 class Agent(ABC):
@@ -69,9 +72,18 @@ class Agent(ABC):
         """True when the agent holds a full batch and wants ``update()`` called."""
         return False
 
-    def update(self) -> dict[str, float]:
-        """One learning step on the collected batch; returns scalar stats for logs and metrics."""
+    def update(self) -> dict[str, float] | None:
+        """One learning step on the collected batch; returns scalar stats for logs and metrics, or None when the
+        step runs in the background (its stats come from ``finished_updates``)."""
         return {}
+
+    def finished_updates(self) -> list[dict[str, float]]:
+        """Stats of background updates that finished since the last call (their new weights now act)."""
+        return []
+
+    def freeze(self, deterministic: bool) -> None:
+        """Act from now on without learning (evaluation); ``deterministic``: take the most likely action where
+        the policy is stochastic. Non-learners have nothing to freeze."""
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume; numpy arrays and plain values (torch agents may hold tensors)."""

@@ -32,7 +32,6 @@ parameters around, which the runtime does not do.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 import numpy as np
 import torch
@@ -133,7 +132,7 @@ class MAPPOAgent(PPOAgent):
         super().observe(self._rows(reward), self._rows(terminated), self._rows(truncated), self._expand(next_obs),
                         self._rows(ticks), self._rows(mask))
 
-    def update(self) -> dict[str, Any]:
-        stats = super().update()
-        stats["transitions"] = stats.get("transitions", 0.0) / self.k  # decisions of the node, not child rows
+    def _train(self, batch: dict[str, np.ndarray], gen: torch.Generator) -> dict[str, float]:
+        stats = super()._train(batch, gen)
+        stats["transitions"] = stats["transitions"] / self.k  # decisions of the node, not child rows
         return stats

@@ -8,6 +8,10 @@ The runtime drives the agent with batched numpy arrays (leading dimension ``num_
                           env ticks the action was held (semi-MDP), so bootstrapping discounts by gamma**ticks
     ready() / update()    a batch is ``rollout_len * num_envs`` closed transitions; update() runs the PPO epochs
 
+With ``learn_in_background`` (async runs), update() hands the batch to a learner thread that trains ``net`` while
+a copy of it keeps acting; the copy takes the new weights at the first act/observe after the update ends. The
+policy lag is at most one update, and PPO's ratio against the logged log-probs corrects for it as usual.
+
 Env rows decide at their own pace (masks differ per row), so each row holds its own sequence of transitions and
 GAE runs per row over that sequence (``compute_gae``). Transitions still open at an update survive it and are
 closed later with the value and log-prob recorded at act time (they were sampled by the old policy).
@@ -17,7 +21,9 @@ Settings come from the config's ``[levels.agent]`` table, validated into ``PPOCo
 
 from __future__ import annotations
 
+import copy
 import math
+import threading
 import time
 import types
 import typing
@@ -345,6 +351,17 @@ class PPOAgent(Agent):
         self.num_closed = 0
         self.updates = 0
 
+        # Background learning: ``net`` learns in a thread while ``_policy`` (a copy) acts. torch generators are
+        # not thread-safe, so the learner shuffles with its own.
+        self.background = ctx.learn_in_background
+        self.learn_gen = torch.Generator().manual_seed(seed + 1) if self.background else self.gen
+        self._policy: ActorCritic | None = None
+        self._learner: threading.Thread | None = None
+        self._result: dict[str, float] | Exception | None = None
+        self._learned: list[dict[str, float]] = []
+        self.frozen = False
+        self.deterministic = False
+
     # -- network helpers ----------------------------------------------------------------------------------------
 
     def _critic_dim(self) -> int:
@@ -354,8 +371,31 @@ class PPOAgent(Agent):
         """What the critic sees for these (normalized) observations; a centralized critic would override this."""
         return obs
 
-    def _value(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.net.critic(self._critic_input(obs)).squeeze(-1)
+    def _value(self, obs: torch.Tensor, net: ActorCritic) -> torch.Tensor:
+        return net.critic(self._critic_input(obs)).squeeze(-1)
+
+    def _acting_net(self) -> ActorCritic:
+        """The network that acts: ``net`` itself, or in background mode the copy, refreshed when an update ends."""
+        if not self.background:
+            return self.net
+        self._collect(wait=False)
+        if self._policy is None:
+            self._policy = copy.deepcopy(self.net)
+        return self._policy
+
+    def _collect(self, wait: bool) -> None:
+        """Harvest a finished background update: its stats, and its weights into the acting copy."""
+        if self._learner is None or (self._learner.is_alive() and not wait):
+            return
+        self._learner.join()
+        self._learner = None
+        result, self._result = self._result, None
+        if isinstance(result, Exception):
+            raise RuntimeError(f"agent {self.ctx.name!r}: the background update failed: {result}") from result
+        if result is not None:
+            self._learned.append(result)
+        if self._policy is not None:
+            self._policy.load_state_dict(self.net.state_dict())
 
     def _normalize_obs(self, obs: np.ndarray) -> np.ndarray:
         if not self.cfg.norm_obs:
@@ -371,23 +411,27 @@ class PPOAgent(Agent):
         padded[:, self._pad_index] = head
         return padded.view(-1, k, width)
 
-    def _sample(self, head: torch.Tensor) -> torch.Tensor:
-        """Raw actions (pre-squash/clip Gaussian samples, or category indices) from the policy head."""
+    def _sample(self, head: torch.Tensor, net: ActorCritic) -> torch.Tensor:
+        """Raw actions (pre-squash/clip Gaussian samples, or category indices) from the policy head; the mode of
+        the distribution when ``deterministic`` (evaluation)."""
+        if self.deterministic:
+            return head if self.kind == "box" else self._padded_logits(head).argmax(-1)
         if self.kind == "box":
             noise = torch.randn(head.shape, generator=self.gen)
-            return head + self.net.log_std.exp() * noise
+            return head + net.log_std.exp() * noise
         logits = self._padded_logits(head)
         u = torch.rand(logits.shape, generator=self.gen)
         return (logits - torch.log(-torch.log(u))).argmax(-1)  # Gumbel-max
 
-    def _log_prob_entropy(self, head: torch.Tensor, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _log_prob_entropy(self, head: torch.Tensor, raw: torch.Tensor,
+                          net: ActorCritic) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probabilities of raw actions and entropies, summed over action components.
 
         For 'tanh' the log-prob is that of the pre-squash Gaussian sample (the squashing Jacobian does not depend
         on the parameters, so it cancels in the PPO ratio) and the entropy is the Gaussian's.
         """
         if self.kind == "box":
-            log_std = self.net.log_std.expand_as(head)
+            log_std = net.log_std.expand_as(head)
             logp = -0.5 * ((raw - head) / log_std.exp()) ** 2 - log_std - _LOG_SQRT_2PI
             return logp.sum(-1), (log_std + _LOG_SQRT_2PI_E).sum(-1)
         logp_all = torch.log_softmax(self._padded_logits(head), dim=-1)
@@ -417,15 +461,16 @@ class PPOAgent(Agent):
         all_rows = mask is None or bool(np.all(mask))
         rows = slice(None) if all_rows else np.flatnonzero(mask)
         obs_m = obs if all_rows else obs[rows]
-        if self.cfg.norm_obs:
+        if self.cfg.norm_obs and not self.frozen:
             self.obs_rms.update(obs_m)
         obs_n = self._normalize_obs(obs_m)
+        net = self._acting_net()
         with torch.no_grad():
             x = torch.from_numpy(obs_n)
-            head = self.net.actor(x)
-            raw = self._sample(head)
-            logp, _ = self._log_prob_entropy(head, raw)
-            value = self._value(x)
+            head = net.actor(x)
+            raw = self._sample(head, net)
+            logp, _ = self._log_prob_entropy(head, raw, net)
+            value = self._value(x, net)
         raw_np = raw.numpy().reshape(len(obs_n), self.act_dim)
         self.open[rows] = True
         self.open_obs[rows] = obs_n
@@ -449,7 +494,7 @@ class PPOAgent(Agent):
     ) -> None:
         closing = self.open if mask is None else (np.asarray(mask, dtype=bool) & self.open)
         rows = np.flatnonzero(closing)
-        if len(rows) == 0:
+        if len(rows) == 0 or self.frozen:
             return
         reward = np.asarray(reward, dtype=np.float64)[rows]
         term = np.asarray(terminated, dtype=bool)[rows]
@@ -467,7 +512,7 @@ class PPOAgent(Agent):
 
         with torch.no_grad():
             next_obs_n = self._normalize_obs(np.asarray(next_obs, dtype=np.float32)[rows])
-            next_value = self._value(torch.from_numpy(next_obs_n)).numpy()
+            next_value = self._value(torch.from_numpy(next_obs_n), self._acting_net()).numpy()
 
         self.closed.append(
             {
@@ -487,16 +532,50 @@ class PPOAgent(Agent):
         self.open[rows] = False
 
     def ready(self) -> bool:
+        if self.frozen:
+            return False
+        if self.background:
+            self._collect(wait=False)
+            if self._learner is not None:
+                return False  # one update at a time: the batch grows until the learner is free
         return self.num_closed >= self.cfg.rollout_len * self.B
 
-    def update(self) -> dict[str, float]:
-        cfg = self.cfg
-        start = time.perf_counter()
+    def update(self) -> dict[str, float] | None:
         if self.num_closed == 0:
             return {"updates": float(self.updates), "transitions": 0.0}
         batch = {k: np.concatenate([c[k] for c in self.closed]) for k in self.closed[0]}
         self.closed, self.num_closed = [], 0
+        if not self.background:
+            return self._train(batch, self.gen)
+        self._learner = threading.Thread(target=self._learn, args=(batch,), name=f"{self.ctx.name}-learner",
+                                         daemon=True)
+        self._learner.start()
+        return None
 
+    def _learn(self, batch: dict[str, np.ndarray]) -> None:
+        try:
+            self._result = self._train(batch, self.learn_gen)  # read by _collect after join()
+        except Exception as e:  # noqa: BLE001 — raised again in the acting thread, which owns the process
+            self._result = e
+
+    def finished_updates(self) -> list[dict[str, float]]:
+        if self.background:
+            self._collect(wait=False)
+        out, self._learned = self._learned, []
+        return out
+
+    def freeze(self, deterministic: bool) -> None:
+        """Act without learning or updating the normalizers (evaluation); ``deterministic``: take the mode."""
+        self._collect(wait=True)
+        self.frozen, self.deterministic = True, deterministic
+
+    def close(self) -> None:
+        self._collect(wait=True)
+
+    def _train(self, batch: dict[str, np.ndarray], gen: torch.Generator) -> dict[str, float]:
+        """The PPO epochs on one batch of closed transitions (in the caller's thread or the learner's)."""
+        cfg = self.cfg
+        start = time.perf_counter()
         # Advantages per env row over its own sequence of decisions.
         advantages, returns = compute_gae(
             batch["reward"], batch["value"], batch["next_value"], batch["ticks"],
@@ -524,12 +603,12 @@ class PPOAgent(Agent):
         sums = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "approx_kl": 0.0, "clipfrac": 0.0}
         grad_norm_sum, steps, epochs_run = 0.0, 0, 0
         for _epoch in range(cfg.update_epochs):
-            perm = torch.randperm(n, generator=self.gen)
+            perm = torch.randperm(n, generator=gen)
             epoch_kl, epoch_steps = 0.0, 0
             for mb in torch.tensor_split(perm, min(cfg.num_minibatches, n)):
                 head = self.net.actor(b_obs[mb])
-                newlogp, entropy = self._log_prob_entropy(head, b_actions[mb])
-                newvalue = self._value(b_obs[mb])
+                newlogp, entropy = self._log_prob_entropy(head, b_actions[mb], self.net)
+                newvalue = self._value(b_obs[mb], self.net)
                 logratio = newlogp - b_logp[mb]
                 ratio = logratio.exp()
 
@@ -596,7 +675,9 @@ class PPOAgent(Agent):
     def state_dict(self) -> dict[str, Any]:
         """Network, optimizer, normalizers, counters and RNG states, as tensors and plain values (so that
         ``torch.load(weights_only=True)`` reads it). Transitions in flight are not saved: a resumed agent starts
-        collecting afresh (an observe before its first act after load closes nothing)."""
+        collecting afresh (an observe before its first act after load closes nothing). A background update in
+        progress is waited for, so the weights saved are whole."""
+        self._collect(wait=True)
         return {
             "config": asdict(self.cfg),
             "net": {k: v.clone() for k, v in self.net.state_dict().items()},
@@ -610,6 +691,8 @@ class PPOAgent(Agent):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._collect(wait=True)
+        self._policy = None
         self.net.load_state_dict(state["net"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.obs_rms.load_state_dict(state["obs_rms"])
