@@ -9,7 +9,8 @@
     python benchmarks/bench_async.py --part train [--steps 60000]
     python benchmarks/bench_async.py --part llm [--base-url http://127.0.0.1:8000/v1]   (3. with a real LLM top)
 
-Rates come from the env's event log (tick loop only, after every handshake): start-up is excluded.
+Rates are the steady state from the env's status records (``runlog.steady_env_rate``: the last two thirds of the
+run): start-up, the hierarchy's first decisions and the first updates are excluded, the same way for every case.
 """
 
 from __future__ import annotations
@@ -21,27 +22,26 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tag_actors.runlog import read_events
+from tag_actors.runlog import read_events, steady_env_rate
 
 
 def rate(config: str, sets: list[str], serial: bool = False) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
         cmd = [sys.executable, "-m", "tag_actors.launch", config, "--quiet", "--run-dir", str(run_dir),
-               "--set", "run.metrics=false", "--set", "run.log_every_s=1"]
+               "--set", "run.metrics=false", "--set", "run.log_every_s=0.5"]
         for kv in sets:
             cmd += ["--set", kv]
         if serial:
             cmd.append("--serial")
         subprocess.run(cmd, check=True, capture_output=True)
-        status = [e for e in read_events(run_dir, "env") if e["type"] == "status"]
         end = next(e for e in read_events(run_dir, "env") if e["type"] == "end")
-        last = status[-1]
         ends = {e["name"]: e for e in read_events(run_dir) if e["type"] == "end"}
         top = max((n for n in ends if n != "env"), key=lambda n: int(n[1:].split(".")[0]))
-        return {"env_steps_per_s": round(last["env_steps"] / last["elapsed_s"], 1),
-                "ticks_per_s": round(end["ticks"] / last["elapsed_s"], 1), "top_decisions": ends[top]["decisions"],
-                "ticks": end["ticks"]}
+        rate = steady_env_rate(run_dir)
+        num_envs = json.loads((run_dir / "config.json").read_text())["config"]["env"]["num_envs"]
+        return {"env_steps_per_s": round(rate, 1), "ticks_per_s": round(rate / num_envs, 1),
+                "top_decisions": ends[top]["decisions"], "ticks": end["ticks"]}
 
 
 def slow(steps: int, repeats: int) -> None:

@@ -3,8 +3,9 @@ side in one run, for several ``num_envs``. Prints env-steps/s of each and the ra
 
     python benchmarks/bench_runtime.py [--config configs/balance_random.toml] [--envs 1 64 1024] [--steps N]
 
-The time counted is the tick loop only (after every handshake), read from the env's event log, so process
-start-up is excluded; start-up is printed separately.
+Rates are the steady state read from the env's status records (``runlog.steady_env_rate``: the last two
+thirds of the run), so process start-up and the hierarchy's first decisions are excluded; start-up is printed
+separately.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tag_actors.runlog import read_events
+from tag_actors.runlog import steady_env_rate
 
 
 def run(config: str, num_envs: int, steps: int, serial: bool, extra: list[str]) -> tuple[float, float]:
@@ -25,15 +26,13 @@ def run(config: str, num_envs: int, steps: int, serial: bool, extra: list[str]) 
         run_dir = Path(tmp) / "run"
         cmd = [sys.executable, "-m", "tag_actors.launch", config, "--quiet", "--run-dir", str(run_dir),
                "--set", f"env.num_envs={num_envs}", "--set", f"run.total_env_steps={steps}",
-               "--set", "run.metrics=false", *extra]
+               "--set", "run.metrics=false", "--set", "run.log_every_s=0.25", *extra]
         if serial:
             cmd.append("--serial")
         started = time.perf_counter()
         subprocess.run(cmd, check=True, capture_output=True)
         wall = time.perf_counter() - started
-        end = next(e for e in read_events(run_dir, "env") if e["type"] == "status" and e is not None and
-                   e["env_steps"] >= steps)
-        return end["env_steps"] / end["elapsed_s"], wall
+        return steady_env_rate(run_dir), wall
 
 
 def main() -> None:
@@ -47,7 +46,7 @@ def main() -> None:
     extra = [x for kv in args.set for x in ("--set", kv)]
     rows = []
     for n in args.envs:
-        probe, _ = run(args.config, n, max(200, n * 20), True, extra)
+        probe, _ = run(args.config, n, max(2000, min(n * 400, 200_000)), True, extra)
         steps = int(probe * args.seconds)
         best = {True: (0.0, 0.0), False: (0.0, 0.0)}
         for _ in range(args.repeats):  # interleaved, best of N: the machine is shared and noisy

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from tag_actors.launch import actor_pids
-from tag_actors.runlog import read_events
+from tag_actors.runlog import read_events, steady_env_rate
 
 
 def config_text(n: int, num_envs: int, agent: str) -> str:
@@ -75,9 +75,7 @@ def measure(n: int, num_envs: int, seconds: float, agent: str) -> dict:
             time.sleep(seconds / 2)
             rss = rss_of_run(run_dir)
             time.sleep(seconds / 2)
-            status = [e for e in read_events(run_dir, "env") if e["type"] == "status"]
-            a, b = status[len(status) // 3], status[-1]
-            rate = (b["env_steps"] - a["env_steps"]) / (b["elapsed_s"] - a["elapsed_s"])
+            rate = steady_env_rate(run_dir)
         finally:
             proc.send_signal(2)
             proc.wait(60)

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from tag_actors import config as config_mod
+from tag_actors.agents import agent_class
 from tag_actors.node import AgentNode, Report
 from tag_actors.topology import ENV, Plan, build_plan
 from tag_actors.transport import ChildLink, Hub, Link, ParentLink, PeerLost
@@ -255,6 +256,9 @@ class AgentActor(Actor):
         from tag_actors.recorder import NodeRecorder
 
         cfg, spec = self.cfg, self.plan.node(self.name)
+        # Import the agent's code (torch, for learners) before the handshakes, not after: every process then loads
+        # at once, instead of each level waiting for the one below it to load before it starts loading.
+        agent_class(spec.agent_type)
         parent = self.plan.parent[self.name]
         parent_link = self.hub.serve_parent(self.plan.endpoints[self.name], parent) if parent else None
         children = [self.hub.connect_child(self.plan.endpoints[c], c) for c in spec.children]

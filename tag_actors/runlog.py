@@ -48,6 +48,20 @@ def read_events(run_dir: Path, name: str | None = None) -> list[dict[str, Any]]:
     return out
 
 
+def steady_env_rate(run_dir: Path) -> float:
+    """Env steps per second of a finished run in its steady state: between the env's status record a third of
+    the way through and its last one. The first tick of a hierarchy waits for every level's first decision, and
+    learners pay their first update late, so a rate from the start would count start-up as running."""
+    status = []
+    for e in read_events(run_dir, "env"):
+        if e["type"] == "status" and (not status or e["env_steps"] > status[-1]["env_steps"]):
+            status.append(e)  # (the status written at close repeats the last count)
+    if len(status) < 3:
+        raise ValueError(f"{run_dir}: {len(status)} env status records; run longer or lower run.log_every_s")
+    first, last = status[len(status) // 3], status[-1]
+    return (last["env_steps"] - first["env_steps"]) / (last["elapsed_s"] - first["elapsed_s"])
+
+
 def checkpoint_path(run_dir: Path, name: str) -> Path:
     return run_dir / "checkpoints" / f"{file_name(name)}.pt"
 
