@@ -268,14 +268,16 @@ class AgentNode:
         if self.agent.ready():
             stats = self.agent.update()
             if stats is not None:
-                self.update_stats.append(stats)
-                self.updates += 1
+                self._record_update(stats)
         self._harvest_background_updates()
 
     def _harvest_background_updates(self) -> None:
         for stats in self.agent.finished_updates():
-            self.update_stats.append(stats)
-            self.updates += 1
+            self._record_update(stats)
+
+    def _record_update(self, stats: dict[str, float]) -> None:
+        self.update_stats.append(stats)
+        self.updates += 1
 
     def split(self, action: np.ndarray) -> list[np.ndarray]:
         if len(self.spec.children) == 1:
