@@ -55,7 +55,7 @@ def mean_ci(values: np.ndarray) -> tuple[float, float]:
 
 def method_name(config: Path) -> str:
     name = config.stem
-    return name.split("_", 1)[1] if "_" in name else "3ppo" if name in ("balance", "spread") else name
+    return name.split("_", 1)[1] if "_" in name else "3ppo" if name in ("balance", "spread", "vspread") else name
 
 
 def env_episodes(episodes_csv: Path) -> tuple[np.ndarray, np.ndarray]:

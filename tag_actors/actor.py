@@ -385,7 +385,9 @@ def main(argv: list[str] | None = None) -> int:
     if os.environ.get("TAG_ACTORS_PROFILE"):  # developer aid: cProfile each process into logs/<name>.prof
         import cProfile
 
-        profiler = cProfile.Profile()
+        # "cpu": this thread's CPU time, which preemption on a busy machine does not inflate; otherwise wall time
+        cpu = os.environ["TAG_ACTORS_PROFILE"] == "cpu"
+        profiler = cProfile.Profile(time.thread_time) if cpu else cProfile.Profile()
         profiler.enable()
     try:
         actor = (EnvActor if args.name == ENV else AgentActor)(args.run_dir, args.name)

@@ -54,7 +54,8 @@ def test_every_config_loads(path):
 def test_the_paper_configs_are_there():
     names = {p.stem for p in CONFIGS}
     for stem in ("balance", "balance_2ppo", "balance_ippo", "balance_mappo", "balance_cppo", "balance_mappo_ppo",
-                 "balance_3ppo_comm", "balance_heuristic", "spread", "spread_ippo", "spread_mappo"):
+                 "balance_3ppo_comm", "balance_heuristic", "spread", "spread_ippo", "spread_mappo", "vspread",
+                 "vspread_mappo", "vspread_ippo", "vspread_heuristic"):
         assert stem in names
     main = config_mod.load(ROOT / "configs" / "balance.toml")
     assert [lv.agent for lv in main.levels] == ["ppo"] * 3
