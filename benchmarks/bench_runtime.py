@@ -5,7 +5,8 @@ side in one run, for several ``num_envs``. Prints env-steps/s of each and the ra
 
 Rates are the steady state read from the env's status records (``runlog.steady_env_rate``: the last two
 thirds of the run), so process start-up and the hierarchy's first decisions are excluded; start-up is printed
-separately.
+separately. Each tick is also split (``runlog.steady_tick_split``) into the env's own step and the rest: the
+agents' work in-process, or the wait for level 1's actions as actors (``--set run.mode=async`` for async).
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from tag_actors.runlog import steady_env_rate
+from tag_actors.runlog import steady_env_rate, steady_tick_split
 
 
-def run(config: str, num_envs: int, steps: int, serial: bool, extra: list[str]) -> tuple[float, float]:
+def run(config: str, num_envs: int, steps: int, serial: bool, extra: list[str]) -> tuple[float, float, float, float]:
+    """(env steps/s, wall s with start-up, ms per tick, ms of it in the env's step), steady state."""
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
         cmd = [sys.executable, "-m", "tag_actors.launch", config, "--quiet", "--run-dir", str(run_dir),
@@ -32,7 +34,7 @@ def run(config: str, num_envs: int, steps: int, serial: bool, extra: list[str]) 
         started = time.perf_counter()
         subprocess.run(cmd, check=True, capture_output=True)
         wall = time.perf_counter() - started
-        return steady_env_rate(run_dir), wall
+        return steady_env_rate(run_dir), wall, *steady_tick_split(run_dir)
 
 
 def main() -> None:
@@ -46,23 +48,31 @@ def main() -> None:
     extra = [x for kv in args.set for x in ("--set", kv)]
     rows = []
     for n in args.envs:
-        probe, _ = run(args.config, n, max(2000, min(n * 400, 200_000)), True, extra)
+        probe = run(args.config, n, max(2000, min(n * 400, 200_000)), True, extra)[0]
         steps = int(probe * args.seconds)
-        best = {True: (0.0, 0.0), False: (0.0, 0.0)}
+        best = {True: (0.0,) * 4, False: (0.0,) * 4}
         for _ in range(args.repeats):  # interleaved, best of N: the machine is shared and noisy
             for serial in (True, False):
-                rate, wall = run(args.config, n, steps, serial, extra)
-                if rate > best[serial][0]:
-                    best[serial] = (rate, wall)
-        rows.append({"num_envs": n, "env_steps": steps, "in_process_steps_per_s": round(best[True][0]),
-                     "actors_steps_per_s": round(best[False][0]),
-                     "ratio_actors_over_in_process": round(best[False][0] / best[True][0], 3),
-                     "actors_wall_s_including_startup": round(best[False][1], 2)})
+                result = run(args.config, n, steps, serial, extra)
+                if result[0] > best[serial][0]:
+                    best[serial] = result
+        (rate_in, _, tick_in, env_in), (rate_act, wall_act, tick_act, env_act) = best[True], best[False]
+        rows.append({"num_envs": n, "env_steps": steps, "in_process_steps_per_s": round(rate_in),
+                     "actors_steps_per_s": round(rate_act),
+                     "ratio_actors_over_in_process": round(rate_act / rate_in, 3),
+                     "actors_wall_s_including_startup": round(wall_act, 2),
+                     "in_process_ms_per_tick": round(tick_in, 3), "in_process_env_step_ms": round(env_in, 3),
+                     "actors_ms_per_tick": round(tick_act, 3), "actors_env_step_ms": round(env_act, 3)})
         print(json.dumps(rows[-1]), flush=True)
-    print(f"{'num_envs':>8} {'in-process/s':>13} {'actors/s':>10} {'ratio':>6}")
+    print(f"{'num_envs':>8} {'in-process/s':>13} {'actors/s':>10} {'ratio':>6}   ms per tick = env step + rest: "
+          "in-process | actors")
     for r in rows:
+        rest_in = r["in_process_ms_per_tick"] - r["in_process_env_step_ms"]
+        rest_act = r["actors_ms_per_tick"] - r["actors_env_step_ms"]
         print(f"{r['num_envs']:>8} {r['in_process_steps_per_s']:>13,} {r['actors_steps_per_s']:>10,} "
-              f"{r['ratio_actors_over_in_process']:>6.3f}")
+              f"{r['ratio_actors_over_in_process']:>6.3f}   {r['in_process_ms_per_tick']:.2f} = "
+              f"{r['in_process_env_step_ms']:.2f} + {rest_in:.2f} | {r['actors_ms_per_tick']:.2f} = "
+              f"{r['actors_env_step_ms']:.2f} + {rest_act:.2f}")
 
 
 if __name__ == "__main__":

@@ -100,7 +100,7 @@ class EnvRecorder:
         steps = self.level0.env_steps
         rate = (steps - self.last_steps) / max(now - self.last_status, 1e-9)
         self.log.write("status", ticks=self.ticks, env_steps=steps, env_steps_per_s=round(rate, 1),
-                       elapsed_s=round(now - self.started, 3))
+                       elapsed_s=round(now - self.started, 3), env_step_s=round(self.level0.step_seconds, 4))
         self.last_status, self.last_steps = now, steps
 
     def close(self, reason: str) -> None:

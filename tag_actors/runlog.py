@@ -48,18 +48,32 @@ def read_events(run_dir: Path, name: str | None = None) -> list[dict[str, Any]]:
     return out
 
 
-def steady_env_rate(run_dir: Path) -> float:
-    """Env steps per second of a finished run in its steady state: between the env's status record a third of
-    the way through and its last one. The first tick of a hierarchy waits for every level's first decision, and
-    learners pay their first update late, so a rate from the start would count start-up as running."""
-    status = []
+def _steady_window(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The env's status records a third of the way through a finished run and at its end. The first tick of a
+    hierarchy waits for every level's first decision, and learners pay their first update late, so a window
+    from the start would count start-up as running."""
+    status: list[dict[str, Any]] = []
     for e in read_events(run_dir, "env"):
         if e["type"] == "status" and (not status or e["env_steps"] > status[-1]["env_steps"]):
             status.append(e)  # (the status written at close repeats the last count)
     if len(status) < 3:
         raise ValueError(f"{run_dir}: {len(status)} env status records; run longer or lower run.log_every_s")
-    first, last = status[len(status) // 3], status[-1]
+    return status[len(status) // 3], status[-1]
+
+
+def steady_env_rate(run_dir: Path) -> float:
+    """Env steps per second of a finished run in its steady state (see ``_steady_window``)."""
+    first, last = _steady_window(run_dir)
     return (last["env_steps"] - first["env_steps"]) / (last["elapsed_s"] - first["elapsed_s"])
+
+
+def steady_tick_split(run_dir: Path) -> tuple[float, float]:
+    """Milliseconds per tick in the steady state: (whole tick, the env's own step). The rest of a tick is the
+    agents: computed in the same process (serial), or awaited over the wire from level 1 (actors)."""
+    first, last = _steady_window(run_dir)
+    ticks = max(last["ticks"] - first["ticks"], 1)
+    return (1000 * (last["elapsed_s"] - first["elapsed_s"]) / ticks,
+            1000 * (last["env_step_s"] - first["env_step_s"]) / ticks)
 
 
 def checkpoint_path(run_dir: Path, name: str) -> Path:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import descendants_alive
 
-from tag_actors.runlog import read_events
+from tag_actors.runlog import read_events, steady_tick_split
 
 SMALL = ["--set", "env.num_envs=8", "--set", "env.max_steps=20", "--set", "run.metrics=false"]
 
@@ -99,6 +99,18 @@ def test_lockstep_actors_match_in_process(launch, tmp_path, depth):
             assert (actors / "checkpoints" / f"{name}.pt").exists()
     assert (actors / "episodes.csv").read_text().count("\n") > 10
     assert not descendants_alive(actors)
+
+
+@pytest.mark.parametrize("serial", [True, False])
+def test_status_records_split_each_tick(launch, tmp_path, serial):
+    """The env's status records carry its own step time, so a bench can tell the env's share of a tick from the
+    agents' (computed in-process, or awaited over the wire)."""
+    run_dir = tmp_path / "run"
+    r = launch.run("configs/balance_random.toml", "--quiet", "--run-dir", str(run_dir), *SMALL,
+                   "--set", "run.total_env_steps=4000", "--set", "run.log_every_s=0.05", *(["--serial"] * serial))
+    assert r.returncode == 0, r.stderr
+    tick_ms, env_ms = steady_tick_split(run_dir)
+    assert 0 < env_ms < tick_ms
 
 
 def test_timescales_hold_instructions(launch, tmp_path):

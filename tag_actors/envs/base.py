@@ -7,6 +7,7 @@ observation of an episode reaches every level for bootstrapping), and per-copy e
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -78,6 +79,8 @@ class Level0:
         self.episode_len = np.zeros(n, dtype=np.int64)
         self.pending_reset = np.zeros(n, dtype=bool)
         self.env_steps = 0
+        self.step_seconds = 0.0
+        """Wall time spent in ``step`` (the env's own share of a tick; see ``runlog.steady_tick_split``)."""
         self.episode_return = {a: np.zeros(n, dtype=np.float64) for a in env.agent_names}
         self.finished_episodes: list[dict[str, Any]] = []
         """Episodes that ended since the last ``pop_finished()``: {"env": i, "length": n, "return": {agent: r}}."""
@@ -94,6 +97,7 @@ class Level0:
         return Tick(obs, zeros, flags, flags.copy(), np.ones(n, dtype=bool))
 
     def step(self, actions: dict[str, np.ndarray]) -> Tick:
+        started = time.perf_counter()
         first = self.pending_reset.copy()
         obs, rewards, terminated, truncated = self.env.step(actions, first)
         stepped = ~first
@@ -117,6 +121,7 @@ class Level0:
                 }
             )
         self.pending_reset = ended
+        self.step_seconds += time.perf_counter() - started
         return Tick(obs, rewards, terminated, truncated, first)
 
     def pop_finished(self) -> list[dict[str, Any]]:
