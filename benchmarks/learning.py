@@ -33,24 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-# Two-sided 97.5% quantiles of Student's t by degrees of freedom (numpy only, no scipy).
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-         12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042, 60: 2.000, 120: 1.980}
-
-
-def t975(dof: int) -> float:
-    if dof < 1:
-        return float("nan")
-    known = [d for d in _T975 if d <= dof]
-    return _T975[max(known)] if dof <= 120 else 1.960
-
-
-def mean_ci(values: np.ndarray) -> tuple[float, float]:
-    """Mean and half-width of the 95% t confidence interval (nan half-width for one value)."""
-    values = np.asarray(values, dtype=np.float64)
-    if len(values) < 2:
-        return float(values.mean()) if len(values) else float("nan"), float("nan")
-    return float(values.mean()), t975(len(values) - 1) * float(values.std(ddof=1)) / np.sqrt(len(values))
+from tag_actors.evaluate import mean_ci95  # the same 95% t-interval as the evaluate command
 
 
 def method_name(config: Path) -> str:
@@ -134,7 +117,7 @@ def aggregate(seed_curves: dict[int, list[tuple[int, float]]]) -> tuple[np.ndarr
     xs = sorted(set.intersection(*(set(c) for c in per_seed))) if per_seed else []
     mean, half = [], []
     for x in xs:
-        m, h = mean_ci(np.array([c[x] for c in per_seed]))
+        m, h = mean_ci95(np.array([c[x] for c in per_seed]))
         mean.append(m)
         half.append(h)
     return np.array(xs), np.array(mean), np.array(half)
@@ -248,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     target = np.nanmean(finals[args.baseline]) if finals.get(args.baseline) else float("nan")
     summary = []
     for method in curves:
-        m, h = mean_ci(np.array(finals[method]))
+        m, h = mean_ci95(np.array(finals[method]))
         wall = [v for (mm, _), v in walls.items() if mm == method]
         summary.append({"method": method, "seeds": len(curves[method]), "final_mean_return": round(m, 3),
                         "final_ci95": round(h, 3), f"steps_to_{args.baseline}_final": steps_to_reach(curves[method], target),
