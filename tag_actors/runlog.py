@@ -49,12 +49,14 @@ def read_events(run_dir: Path, name: str | None = None) -> list[dict[str, Any]]:
 
 
 def _steady_window(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The env's status records a third of the way through a finished run and at its end. The first tick of a
-    hierarchy waits for every level's first decision, and learners pay their first update late, so a window
-    from the start would count start-up as running."""
+    """The env's status records a third of the way through a finished run and at its end (of its last start,
+    when it was resumed: times restart there). The first tick of a hierarchy waits for every level's first
+    decision, and learners pay their first update late, so a window from the start would count start-up."""
     status: list[dict[str, Any]] = []
     for e in read_events(run_dir, "env"):
-        if e["type"] == "status" and (not status or e["env_steps"] > status[-1]["env_steps"]):
+        if e["type"] == "started":
+            status.clear()
+        elif e["type"] == "status" and (not status or e["env_steps"] > status[-1]["env_steps"]):
             status.append(e)  # (the status written at close repeats the last count)
     if len(status) < 3:
         raise ValueError(f"{run_dir}: {len(status)} env status records; run longer or lower run.log_every_s")
