@@ -315,6 +315,29 @@ def write_summary(run_dir: Path) -> Path:
     return out
 
 
+def _interrupt(signum: int, _frame: Any) -> None:
+    """SIGTERM as Ctrl-C: unwind through the ``finally`` blocks that save checkpoints and logs."""
+    raise KeyboardInterrupt
+
+
+def _main_serial(cfg: config_mod.Config, run_dir: Path, resume: bool) -> int:
+    """The whole hierarchy in this process (``--serial``): stopped by Ctrl-C or SIGTERM, it still checkpoints
+    every agent and writes episodes.csv, as an actor run does."""
+    from tag_actors.serial import run_serial
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps({"config": cfg.to_dict(), "source": cfg.source}))
+    signal.signal(signal.SIGTERM, _interrupt)
+    code = 0
+    try:
+        print(f"serial run done: {run_serial(cfg, run_dir, resume=resume)}")
+    except KeyboardInterrupt:
+        print("\ntag_actors: interrupted; checkpoints and logs saved", file=sys.stderr)
+        code = 130
+    print(f"run folder: {run_dir}\nepisodes: {write_summary(run_dir)}")
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     overrides = list(args.set) + ([f"run.seed={args.seed}"] if args.seed is not None else [])
@@ -328,14 +351,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg = config_mod.load(args.config, overrides)
             run_dir = (args.run_dir or Path("runs") / f"{cfg.run.name}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
         if args.serial:
-            from tag_actors.serial import run_serial
-
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "config.json").write_text(json.dumps({"config": cfg.to_dict(), "source": cfg.source}))
-            result = run_serial(cfg, run_dir, resume=bool(args.resume))
-            print(f"serial run done: {result}")
-            print(f"run folder: {run_dir}\nepisodes: {write_summary(run_dir)}")
-            return 0
+            return _main_serial(cfg, run_dir, bool(args.resume))
         wiring = prepare_run(cfg, run_dir, resume=bool(args.resume), host=args.host)
     except config_mod.ConfigError as e:
         print(f"tag_actors: config error: {e}", file=sys.stderr)
@@ -349,11 +365,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{run_dir / 'prometheus_targets.json'}")
     children = start_children(run_dir, names)
     progress = None if args.quiet else Progress(run_dir, cfg.run.total_env_steps)
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGTERM, _interrupt)
     code = 130
     try:
         code = supervise(children, progress, cfg.run.log_every_s)

@@ -137,13 +137,16 @@ def env_steps(run_dir: Path) -> int:
     return max((e["env_steps"] for e in read_events(run_dir, "env") if e["type"] == "status"), default=0)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_interrupt_stops_everything_and_saves(launch, tmp_path, sig):
+@pytest.mark.parametrize(("sig", "serial"), [(signal.SIGINT, False), (signal.SIGTERM, False),
+                                             (signal.SIGINT, True), (signal.SIGTERM, True)])
+def test_interrupt_stops_everything_and_saves(launch, tmp_path, sig, serial):
     run_dir = tmp_path / "run"
     proc = launch.start("configs/balance_random.toml", "--quiet", "--run-dir", str(run_dir), *SMALL,
-                        "--set", "run.total_env_steps=100000000", "--set", "run.log_every_s=0.2")
+                        "--set", "run.total_env_steps=100000000", "--set", "run.log_every_s=0.2",
+                        *(["--serial"] * serial))
     wait_for(lambda: env_steps(run_dir) > 500, 60, "the run to make progress")
-    assert len(descendants_alive(run_dir)) == 8
+    if not serial:
+        assert len(descendants_alive(run_dir)) == 8
     started = time.monotonic()
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=30)
@@ -155,6 +158,7 @@ def test_interrupt_stops_everything_and_saves(launch, tmp_path, sig):
     assert set(ends) == {"env", "l1.0", "l1.1", "l1.2", "l1.3", "l2.0", "l2.1", "l3.0"}
     assert all(e is not None and e["reason"] == "interrupted" for e in ends.values()), ends
     assert len(list((run_dir / "checkpoints").glob("*.pt"))) == 8  # 7 agents and the env's counters
+    assert (run_dir / "episodes.csv").read_text().count("\n") > 1  # the summary is written on the way out
 
 
 def test_killed_agent_ends_the_run_naming_it(launch, tmp_path):
