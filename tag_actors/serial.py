@@ -1,7 +1,8 @@
 """Serial mode: the whole hierarchy in this one process through LevelEnv, no sockets.
 
 For debugging, tutorials, and as the in-process baseline: a lockstep run with the same seed must leave the same
-episode returns and action digests as the actor runtime (tests/test_reproducible.py checks it).
+episode returns and action digests as the actor runtime
+(``tests/test_runtime.py::test_lockstep_actors_match_in_process`` checks it).
 """
 
 from __future__ import annotations
