@@ -2,7 +2,7 @@
 
 Runs INSIDE the BenchMARL venv (see setup.sh; default /work/benchmarl-venv), not the project venv.
 
-    run     one experiment (mappo|ippo) on vmas/balance or pettingzoo/simple_spread, CPU,
+    run     one experiment (mappo|ippo) on vmas/balance, vmas/simple_spread or pettingzoo/simple_spread, CPU,
             BenchMARL default hyperparameters (conf/experiment/base_experiment.yaml,
             conf/algorithm/<algo>.yaml, conf/model/layers/mlp.yaml) unless overridden.
             Writes <out>.csv (method,seed,env_steps,mean_return) and <out>.json (timings).
@@ -222,7 +222,8 @@ def main() -> None:
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run")
     r.add_argument("--algorithm", choices=["mappo", "ippo"], required=True)
-    r.add_argument("--task", default="vmas/balance", choices=["vmas/balance", "pettingzoo/simple_spread"])
+    r.add_argument("--task", default="vmas/balance",
+                   choices=["vmas/balance", "vmas/simple_spread", "pettingzoo/simple_spread"])
     r.add_argument("--n-agents", type=int, default=4)
     r.add_argument("--max-steps", type=int, default=100)
     r.add_argument("--seed", type=int, default=0)
