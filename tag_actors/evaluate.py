@@ -13,6 +13,11 @@ is an agent's own return (the sum of its children's rewards) averaged over the a
 ``--deterministic``: PPO/MAPPO agents act with the mean of their Gaussian (clipped or squashed) or the most
 likely category instead of sampling. ``--gif PATH``: render env copy 0 (VMAS only; needs pyglet and Pillow; without
 an X display pyglet renders headless through EGL, which works where libEGL (mesa) is installed).
+
+``--instructions zeros|random``: an ablation. Every agent that instructs others (level >= 2) still decides, but its
+children get zeros (the first choice, for discrete instructions) or uniform random draws instead: how much the
+return drops measures how much the levels below rely on their instructions. Written to
+``RUN_DIR/eval_instructions_<how>.json``.
 """
 
 from __future__ import annotations
@@ -49,9 +54,27 @@ def mean_ci95(values: list[float] | np.ndarray) -> tuple[float, float]:
     return float(x.mean()), t * float(x.std(ddof=1)) / np.sqrt(len(x))
 
 
+INSTRUCTIONS = ("policy", "zeros", "random")
+
+
+def replace_instructions(node: AgentNode, how: str, rng: np.random.Generator) -> None:
+    """Ablation: the instructions ``node`` sends are replaced by zeros or random draws from their space. The
+    agent still decides (its own state, e.g. an LLM's history, moves on as in a normal run)."""
+    decide, space = node.agent.act, node.action_space
+
+    def act(obs: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        decide(obs, mask)
+        return space.zeros(len(mask)) if how == "zeros" else space.sample(rng, len(mask))
+
+    node.agent.act = act  # type: ignore[method-assign]
+
+
 def evaluate(run_dir: Path, episodes: int = 32, seed: int = 12345, deterministic: bool = False,
-             gif: Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+             gif: Path | None = None, overrides: list[str] | None = None,
+             instructions: str = "policy") -> dict[str, Any]:
     run_dir = Path(run_dir)
+    if instructions not in INSTRUCTIONS:
+        raise ValueError(f"instructions must be one of {', '.join(INSTRUCTIONS)}, not {instructions!r}")
     if gif is not None and not os.environ.get("DISPLAY"):
         headless_rendering()
     cfg = config_mod.load_resolved(run_dir / "config.json", list(overrides or []))
@@ -69,6 +92,13 @@ def evaluate(run_dir: Path, episodes: int = 32, seed: int = 12345, deterministic
             raise FileNotFoundError(f"no checkpoint for agent {node.name!r}: {path}")
         node.load_state_dict(load_checkpoint(path))
         node.agent.freeze(deterministic)
+    if instructions != "policy":
+        instructing = [n for n in nodes if n.spec.level >= 2]
+        if not instructing:
+            raise config_mod.ConfigError(f"{run_dir}: a one-level run sends no instructions to replace")
+        rng = np.random.default_rng(seed + 1)
+        for node in instructing:
+            replace_instructions(node, instructions, rng)
 
     frames: list[np.ndarray] = []
     done = np.zeros(episodes, dtype=bool)
@@ -103,7 +133,8 @@ def evaluate(run_dir: Path, episodes: int = 32, seed: int = 12345, deterministic
     env.close()
 
     result: dict[str, Any] = {"run_dir": str(run_dir), "episodes": episodes, "seed": seed,
-                              "deterministic": deterministic, "mean_episode_length": float(length.mean()),
+                              "deterministic": deterministic, "instructions": instructions,
+                              "mean_episode_length": float(length.mean()),
                               "seconds": round(seconds, 3), "levels": {}}
     m, h = mean_ci95(env_return)
     result["levels"]["0"] = {"mean_return": m, "ci95": h, "what": "env per-agent return, mean over env agents"}
@@ -115,8 +146,12 @@ def evaluate(run_dir: Path, episodes: int = 32, seed: int = 12345, deterministic
                                       "per_agent": {n: float(np.mean(node_return[n])) for n in names}}
     if gif is not None and frames:
         result["gif"] = str(write_gif(frames, gif))
-    (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
+    eval_file(run_dir, instructions).write_text(json.dumps(result, indent=2))
     return result
+
+
+def eval_file(run_dir: Path, instructions: str) -> Path:
+    return run_dir / ("eval.json" if instructions == "policy" else f"eval_instructions_{instructions}.json")
 
 
 def headless_rendering() -> None:
@@ -145,22 +180,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--deterministic", action="store_true", help="PPO/MAPPO: act with the mode, do not sample")
     p.add_argument("--gif", type=Path, help="write a GIF of env copy 0 (VMAS; pyglet, headless via EGL without a display)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--instructions", choices=INSTRUCTIONS, default="policy",
+                   help="ablation: levels >= 2 send zeros or random instructions instead of their own")
     args = p.parse_args(argv)
     if args.episodes < 1:
         p.error("--episodes must be >= 1")
     try:
-        result = evaluate(args.run_dir, args.episodes, args.seed, args.deterministic, args.gif, args.set)
+        result = evaluate(args.run_dir, args.episodes, args.seed, args.deterministic, args.gif, args.set,
+                          args.instructions)
     except (config_mod.ConfigError, FileNotFoundError) as e:
         print(f"tag_actors.evaluate: {e}", file=sys.stderr)
         return 2
     mode = "deterministic" if args.deterministic else "stochastic"
-    print(f"{args.run_dir}: {args.episodes} episodes, seed {args.seed}, {mode}, "
+    ablation = "" if args.instructions == "policy" else f", instructions replaced by {args.instructions}"
+    print(f"{args.run_dir}: {args.episodes} episodes, seed {args.seed}, {mode}{ablation}, "
           f"mean length {result['mean_episode_length']:.1f}")
     for lvl, r in result["levels"].items():
         print(f"  level {lvl}: mean episode return {r['mean_return']:9.3f} ± {r['ci95']:.3f} (95% CI)")
     if "gif" in result:
         print(f"  gif: {result['gif']}")
-    print(f"wrote {args.run_dir / 'eval.json'}")
+    print(f"wrote {eval_file(args.run_dir, args.instructions)}")
     return 0
 
 

@@ -186,3 +186,10 @@ def test_evaluate_a_saved_run(tmp_path):
     assert again["levels"]["0"]["mean_return"] == pytest.approx(lv["0"]["mean_return"])
     det = evaluate(run_dir, episodes=2, seed=7, deterministic=True)
     assert det["deterministic"] and np.isfinite(det["levels"]["0"]["mean_return"])
+    # The instruction ablation: the top agent's instructions replaced; its own file, the normal eval.json kept.
+    assert main([str(run_dir), "--episodes", "2", "--seed", "7", "--instructions", "random"]) == 0
+    ablated = json.loads((run_dir / "eval_instructions_random.json").read_text())
+    assert ablated["instructions"] == "random" and json.loads((run_dir / "eval.json").read_text())["seed"] == 7
+    assert ablated["levels"]["0"]["mean_return"] != pytest.approx(lv["0"]["mean_return"])
+    zeros = [evaluate(run_dir, episodes=2, seed=7, instructions="zeros")["levels"] for _ in range(2)]
+    assert zeros[0] == zeros[1]
