@@ -66,7 +66,7 @@ def _vmas_policy(info: dict[str, Any]) -> Policy:
 
     def act(obs: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            a = policy.compute_action(torch.from_numpy(np.ascontiguousarray(obs, dtype=np.float32)), u_range)
+            a = policy.compute_action(torch.from_numpy(np.array(obs, dtype=np.float32)), u_range)
         if continuous:
             return a.to(torch.float32).numpy().reshape(obs.shape[0], -1)
         a = a.to(torch.int64).numpy().reshape(obs.shape[0])

@@ -174,9 +174,11 @@ class VmasEnv(BatchedEnv):
         return self._obs_numpy(obs)
 
     def _action_tensor(self, name: str, a: np.ndarray) -> torch.Tensor:
+        # Always a copy: actions from the wire are read-only views of the received frame, and VMAS may write
+        # into the tensor it is given (torch warns about exactly that for non-writable arrays).
         if isinstance(self._act_spaces[name], Box):
-            return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
-        t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))
+            return torch.from_numpy(np.array(a, dtype=np.float32))
+        t = torch.from_numpy(np.array(a, dtype=np.int64))
         return t.unsqueeze(-1) if t.dim() == 1 else t
 
     def step(
