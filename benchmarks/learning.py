@@ -74,7 +74,8 @@ def bin_curve(steps: np.ndarray, returns: np.ndarray, total: int, bins: int) -> 
 
 
 def final_return(steps: np.ndarray, returns: np.ndarray, total: int) -> float:
-    sel = steps > 0.9 * total
+    """Mean of the episodes that ended in the last 10% of [0, total] (later ones, of a longer run, are left out)."""
+    sel = (steps > 0.9 * total) & (steps <= total)
     return float(returns[sel].mean()) if sel.any() else float("nan")
 
 

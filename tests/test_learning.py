@@ -31,13 +31,18 @@ def balance_config(levels: list[dict], **run) -> config_mod.Config:
     return config_mod.from_dict(raw, "<test>")
 
 
-def env_returns(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+def learning_bench():
+    """benchmarks/learning.py as a module (benchmarks/ is not a package)."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
-        from learning import env_episodes
+        import learning
     finally:
         sys.path.pop(0)
-    return env_episodes(run_dir / "episodes.csv")
+    return learning
+
+
+def env_returns(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    return learning_bench().env_episodes(run_dir / "episodes.csv")
 
 
 # -- configs ---------------------------------------------------------------------------------------------------
@@ -193,3 +198,12 @@ def test_evaluate_a_saved_run(tmp_path):
     assert ablated["levels"]["0"]["mean_return"] != pytest.approx(lv["0"]["mean_return"])
     zeros = [evaluate(run_dir, episodes=2, seed=7, instructions="zeros")["levels"] for _ in range(2)]
     assert zeros[0] == zeros[1]
+
+
+def test_learning_final_return_stops_at_the_horizon() -> None:
+    """Runs cut at different lengths are compared over a common horizon: later episodes must not count."""
+    final_return = learning_bench().final_return
+    steps = np.array([100, 950, 1000, 1500])
+    returns = np.array([1.0, 2.0, 4.0, 100.0])
+    assert final_return(steps, returns, 1000) == 3.0
+    assert np.isnan(final_return(steps, returns, 10_000))
