@@ -3,7 +3,8 @@
 1. ``--part slow``: level-1 tick rate with a 50 ms top agent, lockstep vs async, against the same hierarchy with
    an instant top.
 2. ``--part train``: training throughput (env steps/s including PPO updates) of configs/balance.toml in-process
-   (serial), as actors in lockstep, and as actors in async mode.
+   (serial), as actors in lockstep, as actors in async mode, and async down to the env (``levels.0.mode =
+   "async"``: the env steps on the actions it holds; level 1 observes them, ``observe_held``).
 
     python benchmarks/bench_async.py --part slow [--steps 20000]
     python benchmarks/bench_async.py --part train [--steps 60000]
@@ -63,7 +64,9 @@ def slow(steps: int, repeats: int) -> None:
 def train(steps: int, repeats: int) -> None:
     sets = [f"run.total_env_steps={steps}"]
     cases = {"in-process (serial)": (sets, True), "actors, lockstep": (sets, False),
-             "actors, async": (sets + ["run.mode=async"], False)}
+             "actors, async": (sets + ["run.mode=async"], False),
+             "actors, async down to the env": (sets + ["run.mode=async", "levels.0.mode=async",
+                                                       "levels.0.observe_held=true"], False)}
     best: dict[str, dict] = {}
     for _ in range(repeats):
         for name, (s, serial) in cases.items():

@@ -102,6 +102,9 @@ class LevelConfig:
     lockstep for level 1 (the env waits for its actions)."""
     period_s: float = 0.0
     """Async only: decide on this wall-clock period (seconds) instead of every ``every`` ticks (slow agents)."""
+    observe_held: bool = False
+    """Append the action this level holds to its own observation. For a level whose children do not wait
+    (async): the action being applied while it decides, which makes the resulting delay part of the state."""
 
 
 @dataclass

@@ -127,6 +127,8 @@ class NodeSpec:
     """If > 0, decide on a wall-clock period instead of every ``period`` ticks (slow agents in async mode)."""
     learn_in_background: bool = False
     """Learners update on a copy in a second thread while this node keeps acting (``RunConfig.learner``)."""
+    observe_held: bool = False
+    """The node's observation ends with the action it holds (``LevelConfig.observe_held``)."""
 
 
 class AgentNode:
@@ -143,6 +145,8 @@ class AgentNode:
         layout = list(zip(spec.children, child_message_dims, strict=True))
         if instruction_space is not None:
             layout.append(("instruction", instruction_space.feature_dim))
+        if spec.observe_held:
+            layout.append(("held", self.action_space.feature_dim))
         self.obs_dim = sum(d for _, d in layout)
         self.agent = make_agent(spec.agent_type, AgentContext(
             name=spec.name, level=spec.level, obs_dim=self.obs_dim, action_space=self.action_space, num_envs=n,
@@ -207,9 +211,12 @@ class AgentNode:
         return (self.fresh or self.ticks % period == 0) and not bool(np.all(terminated | truncated))
 
     def observation(self, instruction: np.ndarray | None) -> np.ndarray:
-        if instruction is None:
-            return self.children_obs
-        return np.concatenate([self.children_obs, self.instruction_space.as_features(instruction)], axis=1)
+        parts = [self.children_obs]
+        if instruction is not None:
+            parts.append(self.instruction_space.as_features(instruction))
+        if self.spec.observe_held:
+            parts.append(self.action_space.as_features(self.held))
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
 
     def on_instruction(self, instruction: np.ndarray | None, allow_decision: bool = True) -> list[np.ndarray]:
         """Close the windows that end at this tick, decide where one opens, return one action per child.

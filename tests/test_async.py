@@ -8,9 +8,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 from conftest import descendants_alive
 
+from tag_actors.node import AgentNode, NodeSpec, Report
 from tag_actors.runlog import read_events
+from tag_actors.spaces import Box
 
 SLOW_TOP = ["--set", "levels.2.agent=slow", "--set", "levels.2.params.delay_s=0.1", "--set", "env.num_envs=8",
             "--set", "env.max_steps=50"]
@@ -45,6 +48,37 @@ def test_lockstep_with_slow_top_moves_at_its_pace(launch, tmp_path):
     assert r.returncode == 0, r.stderr
     e = ends(run_dir)
     assert e["l3.0"]["decisions"] >= e["env"]["ticks"] / 4 - 2  # it decided at every one of its ticks
+
+
+def test_env_does_not_wait_for_an_async_level_one(launch, tmp_path):
+    """levels[0].mode = 'async': the env steps on the actions it holds; a slow level 1 decides on a fraction of
+    the env's ticks (catching up on the newest report), and the run still ends cleanly."""
+    run_dir = tmp_path / "run"
+    r = launch.run("configs/balance_random.toml", "--quiet", "--run-dir", str(run_dir), "--set", "env.num_envs=8",
+                   "--set", "levels.0.agent=slow", "--set", "levels.0.params.delay_s=0.05", "--set",
+                   "run.mode=async", "--set", "levels.0.mode=async", "--set", "run.total_env_steps=4000",
+                   timeout=120)
+    assert r.returncode == 0, r.stderr
+    e = ends(run_dir)
+    assert all(x["reason"] == "completed" for x in e.values())
+    ticks = e["env"]["ticks"]
+    assert ticks >= 500
+    assert all(e[f"l1.{i}"]["decisions"] < ticks / 2 for i in range(4)), (ticks, e["l1.0"])
+    assert not descendants_alive(run_dir)
+
+
+def test_observe_held_appends_the_held_action():
+    """With observe_held the node sees the action it holds, i.e. what an async level below is applying now."""
+    spec = NodeSpec(name="l1.0", level=1, children=["env/0"], period=1, agent_type="random", params={},
+                    observe_held=True)
+    node = AgentNode(spec, 3, [5], [Box((2,), -1.0, 1.0)], None)
+    assert node.obs_dim == 5 + 2
+    obs = np.arange(15, dtype=np.float32).reshape(3, 5)
+    flags = np.zeros(3, dtype=bool)
+    node.on_children([Report(obs, np.zeros(3, np.float32), flags, flags, np.ones(3, dtype=bool))])
+    np.testing.assert_array_equal(node.observation(None), np.concatenate([obs, np.zeros((3, 2))], axis=1))
+    (action,) = node.on_instruction(None)
+    np.testing.assert_array_equal(node.observation(None)[:, 5:], action)
 
 
 def test_staleness_is_exported(launch, tmp_path):
