@@ -4,7 +4,8 @@
    an instant top.
 2. ``--part train``: training throughput (env steps/s including PPO updates) of configs/balance.toml in-process
    (serial), as actors in lockstep, as actors in async mode, and async down to the env (``levels.0.mode =
-   "async"``: the env steps on the actions it holds; level 1 observes them, ``observe_held``).
+   "async"``: the env steps on the actions it holds; level 1 observes them, ``observe_held``), also with the env
+   on a CPU of its own (``run.cpu_affinity = "env_apart"``).
 
     python benchmarks/bench_async.py --part slow [--steps 20000]
     python benchmarks/bench_async.py --part train [--steps 60000]
@@ -63,10 +64,11 @@ def slow(steps: int, repeats: int) -> None:
 
 def train(steps: int, repeats: int) -> None:
     sets = [f"run.total_env_steps={steps}"]
+    env_async = ["run.mode=async", "levels.0.mode=async", "levels.0.observe_held=true"]
     cases = {"in-process (serial)": (sets, True), "actors, lockstep": (sets, False),
              "actors, async": (sets + ["run.mode=async"], False),
-             "actors, async down to the env": (sets + ["run.mode=async", "levels.0.mode=async",
-                                                       "levels.0.observe_held=true"], False)}
+             "actors, async down to the env": (sets + env_async, False),
+             "actors, async down to the env, env apart": (sets + env_async + ["run.cpu_affinity=env_apart"], False)}
     best: dict[str, dict] = {}
     for _ in range(repeats):
         for name, (s, serial) in cases.items():

@@ -128,6 +128,18 @@ class Outbox:
         self.held.clear()
 
 
+def pin_cpus(policy: str, is_env: bool) -> set[int] | None:
+    """Apply ``run.cpu_affinity`` to this process; returns the CPUs it may now use (None: left as it was)."""
+    if policy != "env_apart" or not hasattr(os, "sched_setaffinity"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None  # nothing to set apart
+    mine = {cpus[0]} if is_env else set(cpus[1:])
+    os.sched_setaffinity(0, mine)
+    return mine
+
+
 class Actor:
     """What the env and agent processes share: config, plan, hub, metrics."""
 
@@ -141,6 +153,9 @@ class Actor:
         self.plan.endpoints = wiring["endpoints"]
         self.resume = bool(wiring.get("resume"))
         self.level = self.plan.level_of(name)
+        pinned = pin_cpus(self.cfg.run.cpu_affinity, name == ENV)
+        if pinned is not None:
+            log.info("pinned to CPUs %s (run.cpu_affinity = %r)", sorted(pinned), self.cfg.run.cpu_affinity)
         self.metrics = None
         if self.cfg.run.metrics:
             from tag_actors.metrics import ProcessMetrics

@@ -39,6 +39,10 @@ class RunConfig:
     """'inline': an agent learns in its acting thread, so its children wait while it updates (reproducible);
     'background': it learns on a copy in a second thread and keeps acting with the last weights (not
     reproducible: when new weights arrive depends on timing); 'auto': background when any level is async."""
+    cpu_affinity: str = "none"
+    """'none', or 'env_apart': the env process takes the first CPU it may use for itself and the agent processes
+    share the others (Linux, 2+ CPUs; each process pins itself). Pays when the env does not wait for level 1
+    (levels[0].mode = 'async'): the agents' wake-ups stop preempting the env's step."""
     total_env_steps: int = 20_000
     """Stop after this many env steps (summed over the env copies)."""
     transport: str = "ipc"
@@ -280,6 +284,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"{src}: run.learner must be 'auto', 'inline' or 'background', got {run.learner!r}")
     if run.transport not in ("ipc", "tcp"):
         raise ConfigError(f"{src}: run.transport must be 'ipc' or 'tcp', got {run.transport!r}")
+    if run.cpu_affinity not in ("none", "env_apart"):
+        raise ConfigError(f"{src}: run.cpu_affinity must be 'none' or 'env_apart', got {run.cpu_affinity!r}")
     for key in ("total_env_steps", "max_message_bytes"):
         if getattr(run, key) <= 0:
             raise ConfigError(f"{src}: run.{key} must be > 0")

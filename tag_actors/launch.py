@@ -87,6 +87,12 @@ def prepare_run(cfg: config_mod.Config, run_dir: Path, resume: bool = False,
     computes the same plan from the same config (fixed ports), and runs its own share of the processes."""
     plan = build_plan(cfg)
     host, mine = local_processes(cfg, plan, host)
+    if cfg.run.cpu_affinity == "env_apart" and ENV in mine and hasattr(os, "sched_getaffinity"):
+        spare, agents = len(os.sched_getaffinity(0)) - 1, len(mine) - 1
+        if agents > spare:
+            print(f"tag_actors: run.cpu_affinity = 'env_apart' leaves {spare} CPU(s) to {agents} agent processes: "
+                  "learning agents may fall behind an async env (fewer decisions) or hold up a lockstep one",
+                  file=sys.stderr)
     address = host_address(cfg, host)
     run_dir.mkdir(parents=True, exist_ok=True)
     names = plan.processes()

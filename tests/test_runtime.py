@@ -161,6 +161,27 @@ def test_interrupt_stops_everything_and_saves(launch, tmp_path, sig, serial):
     assert (run_dir / "episodes.csv").read_text().count("\n") > 1  # the summary is written on the way out
 
 
+def test_cpu_affinity_sets_the_env_apart(launch, tmp_path):
+    """run.cpu_affinity = 'env_apart': the env (every thread of it) runs on the first allowed CPU, agents on the
+    others; with a single CPU nothing is pinned."""
+    run_dir = tmp_path / "run"
+    proc = launch.start("configs/balance_random.toml", "--quiet", "--run-dir", str(run_dir), *SMALL,
+                        "--set", "run.total_env_steps=100000000", "--set", "run.log_every_s=0.2",
+                        "--set", "run.cpu_affinity=env_apart")
+    try:
+        wait_for(lambda: env_steps(run_dir) > 200, 60, "the run to make progress")
+        cpus = sorted(os.sched_getaffinity(0))
+        pids = descendants_alive(run_dir)
+        assert len(pids) == 8
+        for name, pid in pids.items():
+            expected = set(cpus) if len(cpus) < 2 else {cpus[0]} if name == "env" else set(cpus[1:])
+            for thread in os.listdir(f"/proc/{pid}/task"):
+                assert os.sched_getaffinity(int(thread)) == expected, (name, thread)
+    finally:
+        launch.kill(proc)
+        proc.wait()
+
+
 def test_killed_agent_ends_the_run_naming_it(launch, tmp_path):
     run_dir = tmp_path / "run"
     proc = launch.start("configs/balance_random.toml", "--quiet", "--run-dir", str(run_dir), *SMALL,
