@@ -128,9 +128,10 @@ class Outbox:
         self.held.clear()
 
 
-def pin_cpus(policy: str, is_env: bool) -> set[int] | None:
-    """Apply ``run.cpu_affinity`` to this process; returns the CPUs it may now use (None: left as it was)."""
-    if policy != "env_apart" or not hasattr(os, "sched_setaffinity"):
+def pin_cpus(policy: str, is_env: bool, env_on_this_host: bool) -> set[int] | None:
+    """Apply ``run.cpu_affinity`` to this process; returns the CPUs it may now use (None: left as it was). On a
+    host without the env there is nothing to keep apart, so its agents keep every CPU."""
+    if policy != "env_apart" or not env_on_this_host or not hasattr(os, "sched_setaffinity"):
         return None
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
@@ -153,7 +154,7 @@ class Actor:
         self.plan.endpoints = wiring["endpoints"]
         self.resume = bool(wiring.get("resume"))
         self.level = self.plan.level_of(name)
-        pinned = pin_cpus(self.cfg.run.cpu_affinity, name == ENV)
+        pinned = pin_cpus(self.cfg.run.cpu_affinity, name == ENV, ENV in wiring.get("processes", [ENV]))
         if pinned is not None:
             log.info("pinned to CPUs %s (run.cpu_affinity = %r)", sorted(pinned), self.cfg.run.cpu_affinity)
         self.metrics = None

@@ -41,8 +41,8 @@ class RunConfig:
     reproducible: when new weights arrive depends on timing); 'auto': background when any level is async."""
     cpu_affinity: str = "none"
     """'none', or 'env_apart': the env process takes the first CPU it may use for itself and the agent processes
-    share the others (Linux, 2+ CPUs; each process pins itself). Pays when the env does not wait for level 1
-    (levels[0].mode = 'async'): the agents' wake-ups stop preempting the env's step."""
+    on its host share the others (Linux, 2+ CPUs; each process pins itself). Pays when the env does not wait for
+    level 1 (levels[0].mode = 'async'): the agents' wake-ups stop preempting the env's step."""
     total_env_steps: int = 20_000
     """Stop after this many env steps (summed over the env copies)."""
     transport: str = "ipc"
