@@ -1,12 +1,19 @@
-"""Shared fixtures: zmq sockets that are always closed with linger 0, and launcher runs whose processes are
-always reaped (the pyzmq test-suite way: nothing a test starts outlives it)."""
+"""Shared fixtures: zmq sockets that are always closed with linger 0, one free-port helper, and launcher runs
+whose processes are always reaped and checked (the pyzmq test-suite way: nothing a test starts outlives it).
+
+Every test that starts a run goes through the ``launch`` fixture; at teardown it proves that no process of any
+run it started is left (the launcher, every actor) and that each run's ipc socket folder is gone.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -34,16 +41,44 @@ def zctx():
     yield ctx
     for s in sockets:
         s.close(linger=0)
-    ctx.term()
+    term_with_timeout(ctx)
+
+
+def term_with_timeout(ctx: zmq.Context, timeout_s: float = 5.0) -> None:
+    """ctx.term() blocks while any socket is open; a hang becomes a test failure, not a stuck suite."""
+    import threading
+
+    t = threading.Thread(target=ctx.term, daemon=True)
+    t.start()
+    t.join(timeout_s)
+    assert not t.is_alive(), f"zmq context did not terminate within {timeout_s}s (a socket left open)"
+
+
+def get_free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now (bound, then released)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def free_port():
+    """Call it for as many free ports as the test needs: ``free_port()``. Never a fixed port number."""
+    return get_free_port
 
 
 class Launch:
-    """Runs ``python -m tag_actors.launch`` as a subprocess; kills its whole session at teardown."""
+    """Runs ``python -m tag_actors.launch`` as a subprocess; kills its whole session at teardown, then
+    ``check_clean`` asserts that nothing of any of its runs is left."""
 
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen] = []
+        self.run_dirs: list[Path] = []
 
     def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        for flag in ("--run-dir", "--resume"):
+            if flag in args:
+                self.run_dirs.append(Path(args[args.index(flag) + 1]).resolve())
         proc = subprocess.Popen([sys.executable, "-m", "tag_actors.launch", *args], cwd=ROOT, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, start_new_session=True,
                                 env=dict(os.environ, **(env or {})))
@@ -72,12 +107,45 @@ class Launch:
                 self.kill(p)
                 p.wait()
 
+    def check_clean(self, timeout_s: float = 15.0) -> None:
+        """No actor of any run this test started is alive, and every run's socket folder is gone. Actors die
+        with their launcher (parent-death signal), so a few seconds of grace are allowed for their exit."""
+        deadline = time.monotonic() + timeout_s
+        left: dict[str, dict[str, int]] = {}
+        while time.monotonic() < deadline:
+            left = {str(d): pids for d in self.run_dirs if (pids := actor_pids(d))}
+            if not left:
+                break
+            time.sleep(0.1)
+        for pids in left.values():  # do not leak them into the next test, but fail this one
+            for pid in pids.values():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        assert not left, f"processes left after the test: {left}"
+        sockets = [d for run in self.run_dirs if (d := ipc_folder(run)) is not None and d.exists()]
+        assert not sockets, f"socket folders left after the test: {sockets}"
+
+
+def ipc_folder(run_dir: Path) -> Path | None:
+    """The folder of a run's ipc sockets, read from its plan.json (None: tcp, or the run never wired)."""
+    try:
+        endpoints = json.loads((run_dir / "plan.json").read_text())["endpoints"]
+    except (OSError, ValueError, KeyError):
+        return None
+    for ep in endpoints.values():
+        if isinstance(ep, str) and ep.startswith("ipc://"):
+            return Path(ep[len("ipc://"):]).parent
+    return None
+
 
 @pytest.fixture
 def launch():
     lc = Launch()
     yield lc
     lc.close()
+    lc.check_clean()
 
 
 def descendants_alive(run_dir: Path) -> dict[str, int]:
