@@ -24,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -96,6 +97,18 @@ def wait_ready(base_url: str, timeout_s: float = 120.0, proc: subprocess.Popen |
     raise RuntimeError(f"llama_cpp.server at {base_url} not ready after {timeout_s:.0f} s ({last})")
 
 
+def warm_up(base_url: str, timeout_s: float = 120.0) -> None:
+    """One 1-token completion: the model's first evaluation is the slowest, and it is where a server built for
+    another CPU dies (SIGILL in its first matrix kernel) — better here, with its log, than under an agent."""
+    body = json.dumps({"model": "local", "max_tokens": 1, "messages": [{"role": "user", "content": "ok"}]})
+    req = urllib.request.Request(base_url.rstrip("/") + "/chat/completions", body.encode(),
+                                 {"Content-Type": "application/json"})
+    try:
+        urllib.request.build_opener(urllib.request.ProxyHandler({})).open(req, timeout=timeout_s).read()
+    except OSError as e:
+        raise RuntimeError(f"warm-up completion failed: {e}") from None
+
+
 def stop_server(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
     """SIGTERM the server's process group, SIGKILL after ``grace_s``."""
     if proc.poll() is not None:
@@ -117,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-ctx", type=int, default=2048)
     ap.add_argument("--n-threads", type=int, default=2)
     ap.add_argument("--ready-timeout", type=float, default=120.0, help="seconds to wait for /v1/models")
-    ap.add_argument("--log", default=None, help="server log file (default: discard)")
+    ap.add_argument("--log", default=None, help="server log file (default: $TMPDIR/llm_server-PORT.log)")
     ap.add_argument("--detach", action="store_true", help="leave the server running in the background")
     a = ap.parse_args(argv)
 
@@ -131,12 +144,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     port = a.port or free_port()
     base_url = f"http://127.0.0.1:{port}/v1"
-    proc = start_server(model, port, a.n_ctx, a.n_threads, a.log)
+    log = a.log or os.path.join(tempfile.gettempdir(), f"llm_server-{port}.log")  # kept: it says why a server died
+    proc = start_server(model, port, a.n_ctx, a.n_threads, log)
     try:
         wait_ready(base_url, a.ready_timeout, proc)
+        warm_up(base_url, a.ready_timeout)
     except (RuntimeError, KeyboardInterrupt) as e:
+        time.sleep(0.5)  # a server that crashed mid-answer is reaped within moments; then say how it died
+        from tag_actors.procs import death_report
+
+        report = death_report("llama_cpp.server", proc, log)
         stop_server(proc)
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e}\n{report}", file=sys.stderr)
         return 1
     print(base_url, flush=True)
     if a.detach:
@@ -147,7 +166,12 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     try:
-        return proc.wait()
+        code = proc.wait()
+        if code != 0:
+            from tag_actors.procs import death_report
+
+            print(f"error: {death_report('llama_cpp.server', proc, log)}", file=sys.stderr)
+        return code
     except KeyboardInterrupt:
         stop_server(proc)
         return 0

@@ -28,7 +28,7 @@ import numpy as np
 from tag_actors import config as config_mod
 from tag_actors.agents import agent_class
 from tag_actors.node import AgentNode, Report
-from tag_actors.topology import ENV, Plan, build_plan
+from tag_actors.topology import ENV, Plan, build_plan, remove_socket_dir
 from tag_actors.transport import ChildLink, Hub, Link, ParentLink, PeerLost
 from tag_actors.wire import (
     HandshakeError,
@@ -430,6 +430,7 @@ def main(argv: list[str] | None = None) -> int:
             profiler.dump_stats(args.run_dir / "logs" / f"{file_name(args.name)}.prof")
         if actor is not None:
             actor.hub.close()
+            remove_socket_dir(actor.plan.endpoints)  # the last process out removes it, even if the launcher died
         sys.stdout.flush()
         sys.stderr.flush()
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from tag_actors import config as config_mod
 from tag_actors.runlog import file_name
-from tag_actors.topology import ENV, assign_endpoints, build_plan, host_address, host_of, socket_dir
+from tag_actors.topology import ENV, assign_endpoints, build_plan, host_address, host_of, remove_socket_dir
 
 GRACE_S = 10.0
 
@@ -105,9 +105,9 @@ def prepare_run(cfg: config_mod.Config, run_dir: Path, resume: bool = False,
                     check_port_free(port, address, f"{cfg.source}: run.base_port (link of {child!r})")
         else:
             ports = free_ports(len(links), address)
-        assign_endpoints(plan, cfg, run_dir, ports)
+        assign_endpoints(plan, cfg, ports)
     else:
-        assign_endpoints(plan, cfg, run_dir)
+        assign_endpoints(plan, cfg)
     metrics_ports: dict[str, int] = {}
     metrics_addr = address if cfg.multi_host else "127.0.0.1"
     if cfg.run.metrics:
@@ -380,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         terminate(children)
     finally:
-        _cleanup_sockets(run_dir)
+        remove_socket_dir(wiring["endpoints"], every_process_ended=True)
         link = wiring.get("file_sd_link")
         if link and code != 1:  # a finished or stopped run leaves Prometheus's targets; a failed one stays, as down
             Path(link).unlink(missing_ok=True)
@@ -389,14 +389,6 @@ def main(argv: list[str] | None = None) -> int:
         print(progress.line())
     print(f"run folder: {run_dir}\nepisodes: {write_summary(run_dir)}")
     return code
-
-
-def _cleanup_sockets(run_dir: Path) -> None:
-    sock = socket_dir(run_dir)
-    if sock.exists():
-        for f in sock.iterdir():
-            f.unlink(missing_ok=True)
-        sock.rmdir()
 
 
 if __name__ == "__main__":

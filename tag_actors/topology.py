@@ -3,6 +3,8 @@ who is whose child, each agent's decision period and seed, and where each link l
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import tempfile
 import zlib
 from dataclasses import dataclass, field
@@ -67,9 +69,33 @@ def host_address(cfg: Config, host: str) -> str:
     return cfg.placement.hosts.get(host, cfg.run.bind_host)
 
 
-def socket_dir(run_dir: Path) -> Path:
-    """A short folder for ipc socket files (unix socket paths are limited to 107 bytes)."""
-    return Path(tempfile.gettempdir()) / f"tag-{zlib.crc32(str(run_dir.resolve()).encode()):08x}"
+def make_socket_dir() -> Path:
+    """A fresh folder for a run's ipc socket files: short (unix socket paths are limited to 107 bytes), private
+    (mode 0700) and unguessable (mkdtemp), so no other local process can bind or connect there before the run's
+    own. Its path travels in plan.json; the launcher removes it at the end, and every actor tries on its way out
+    (the last one succeeds), so not even a killed launcher leaves it behind."""
+    return Path(tempfile.mkdtemp(prefix="tag-"))
+
+
+def socket_dir_of(endpoints: dict[str, str]) -> Path | None:
+    """The ipc socket folder of a plan's endpoints (None for tcp)."""
+    for ep in endpoints.values():
+        if ep.startswith("ipc://"):
+            return Path(ep[len("ipc://"):]).parent
+    return None
+
+
+def remove_socket_dir(endpoints: dict[str, str], every_process_ended: bool = False) -> None:
+    """Remove the run's socket folder: once it is empty (an actor on its way out: the sockets of live processes
+    keep it), or with whatever a killed process left in it (the launcher, once every process has ended)."""
+    sock = socket_dir_of(endpoints)
+    if sock is None:
+        return
+    if every_process_ended:
+        shutil.rmtree(sock, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            sock.rmdir()
 
 
 def build_plan(cfg: Config) -> Plan:
@@ -96,12 +122,11 @@ def build_plan(cfg: Config) -> Plan:
     return Plan(nodes, parent, len(cfg.levels))
 
 
-def assign_endpoints(plan: Plan, cfg: Config, run_dir: Path, ports: list[int] | None = None) -> None:
-    """ipc: a socket file per link in ``socket_dir(run_dir)``; tcp: one port per link."""
+def assign_endpoints(plan: Plan, cfg: Config, ports: list[int] | None = None) -> None:
+    """ipc: a socket file per link in a fresh ``make_socket_dir()``; tcp: one port per link."""
     children = [c for c, p in plan.parent.items() if p is not None]
     if cfg.run.transport == "ipc":
-        sock = socket_dir(run_dir)
-        sock.mkdir(parents=True, exist_ok=True)
+        sock = make_socket_dir()
         for c in children:
             plan.endpoints[c] = f"ipc://{sock / c.replace('/', '_')}"
     else:

@@ -19,6 +19,7 @@ so it is confirmed by probing the parent's identity).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -111,6 +112,9 @@ class Link:
         self.sock.disable_monitor()
         self.monitor.close(linger=0)
         self.sock.close(linger=0)
+        if isinstance(self, ParentLink) and self.endpoint.startswith("ipc://"):
+            # libzmq leaves the socket file of a bound ipc endpoint behind; the binder removes it
+            Path(self.endpoint[len("ipc://"):]).unlink(missing_ok=True)
 
 
 class ChildLink(Link):
@@ -392,7 +396,23 @@ class Hub:
             link.close()
         if self._auth is not None:
             self._auth.stop()
-        self.ctx.term()
+        term_context(self.ctx)
+
+
+def term_context(ctx: zmq.Context, timeout_s: float = 5.0) -> bool:
+    """``ctx.term()`` blocks for as long as any socket of the context is open; bound it, so a socket leaked by
+    a bug costs this process a warning at exit, never a hang. True if the context terminated in time."""
+    done = threading.Event()
+
+    def term() -> None:
+        ctx.term()
+        done.set()
+
+    threading.Thread(target=term, daemon=True, name="zmq-term").start()
+    if not done.wait(timeout_s):
+        log.warning("zmq context did not terminate within %.0fs: a socket was left open", timeout_s)
+        return False
+    return True
 
 
 class _AllowList:

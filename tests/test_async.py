@@ -31,7 +31,7 @@ def test_slow_top_does_not_hold_lower_levels(launch, tmp_path):
     e = ends(run_dir)
     assert all(x["reason"] == "completed" for x in e.values())
     ticks, top = e["env"]["ticks"], e["l3.0"]["decisions"]
-    assert ticks >= 500
+    assert ticks == 4000 // 8  # the env ran its whole budget: 8 copies a tick
     # every tick the top took 100 ms; lower levels went on meanwhile, so the top decided on a fraction of ticks
     assert top < ticks / 2, (top, ticks)
     assert e["l1.0"]["decisions"] >= 0.9 * ticks - 10
@@ -62,7 +62,7 @@ def test_env_does_not_wait_for_an_async_level_one(launch, tmp_path):
     e = ends(run_dir)
     assert all(x["reason"] == "completed" for x in e.values())
     ticks = e["env"]["ticks"]
-    assert ticks >= 500
+    assert ticks == 4000 // 8  # the env ran its whole budget: 8 copies a tick
     assert all(e[f"l1.{i}"]["decisions"] < ticks / 2 for i in range(4)), (ticks, e["l1.0"])
     assert not descendants_alive(run_dir)
 

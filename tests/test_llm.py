@@ -21,6 +21,7 @@ import pytest
 from tag_actors.agents import make_agent
 from tag_actors.agents.base import AgentContext
 from tag_actors.agents.llm import LLMAgent, LLMConfig, action_schema, parse_action
+from tag_actors.procs import death_report
 from tag_actors.spaces import Box, Discrete, MultiDiscrete
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -55,7 +56,8 @@ def start_llama_server(model: Path, port: int, log_path: Path) -> subprocess.Pop
 
 
 def warm_up(base_url: str) -> None:
-    """One short completion, so the model's first (slowest) evaluation is not counted against a test's timeout."""
+    """One short completion, so the model's first (slowest) evaluation is not counted against a test's timeout.
+    It is also where a server built for another CPU dies (SIGILL on its first matrix kernel)."""
     body = json.dumps({"model": "local", "max_tokens": 4,
                        "messages": [{"role": "user", "content": "Say ok."}]}).encode()
     req = urllib.request.Request(base_url + "/chat/completions", body, {"Content-Type": "application/json"})
@@ -70,7 +72,7 @@ def wait_ready(base_url: str, proc: subprocess.Popen, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"llama_cpp.server exited with code {proc.returncode}")
+            raise RuntimeError("llama_cpp.server stopped before it was ready")
         try:
             with opener.open(base_url + "/models", timeout=2) as r:
                 if r.status == 200:
@@ -101,10 +103,15 @@ def llm_server(tmp_path_factory):
         wait_ready(base_url, proc, READY_TIMEOUT_S)
         warm_up(base_url)
     except RuntimeError as e:
+        time.sleep(0.5)  # a server that crashed mid-answer is reaped within moments; then say how it died
+        report = death_report("llama_cpp.server", proc, log_path, 30)
         _stop(proc)
-        pytest.fail(f"{e}; log:\n{log_path.read_text(errors='replace')[-3000:]}")
+        pytest.fail(f"{e}\n{report}")
     yield base_url
+    died = proc.poll() is not None
+    report = death_report("llama_cpp.server", proc, log_path, 30) if died else ""
     _stop(proc)
+    assert not died, f"the model server died during the tests: {report}"
 
 
 def _stop(proc: subprocess.Popen) -> None:

@@ -546,7 +546,6 @@ def real_run(tmp_path):
     (it stops its children), then its session and any actor of the run left are SIGKILLed; the file_sd link the
     launcher made in monitoring/targets/ is removed."""
     from tag_actors.launch import _set_parent_death_signal
-    from tag_actors.topology import socket_dir
 
     name = f"montest-{os.getpid()}-{time.monotonic_ns() % 10**6}"
     run_dir = MON.parent / "runs" / name  # inside the checkout, so the launcher links it into monitoring/targets
@@ -603,9 +602,6 @@ def real_run(tmp_path):
         ):
             link.unlink()
         shutil.rmtree(run_dir, ignore_errors=True)
-        sock = socket_dir(run_dir)
-        if sock.is_dir():
-            shutil.rmtree(sock, ignore_errors=True)
 
 
 @pytest.mark.timeout(120)
