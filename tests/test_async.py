@@ -9,6 +9,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import descendants_alive
 
 from tag_actors.node import AgentNode, NodeSpec, Report
@@ -23,6 +24,7 @@ def ends(run_dir: Path) -> dict[str, dict]:
     return {e["name"]: e for e in read_events(run_dir) if e["type"] == "end"}
 
 
+@pytest.mark.slow
 def test_slow_top_does_not_hold_lower_levels(launch, tmp_path):
     run_dir = tmp_path / "run"
     r = launch.run("configs/balance_random.toml", "--quiet", "--run-dir", str(run_dir), *SLOW_TOP,
@@ -31,7 +33,7 @@ def test_slow_top_does_not_hold_lower_levels(launch, tmp_path):
     e = ends(run_dir)
     assert all(x["reason"] == "completed" for x in e.values())
     ticks, top = e["env"]["ticks"], e["l3.0"]["decisions"]
-    assert ticks == 4000 // 8  # the env ran its whole budget: 8 copies a tick
+    assert e["env"]["env_steps"] >= 4000  # the whole budget was run, not cut short
     # every tick the top took 100 ms; lower levels went on meanwhile, so the top decided on a fraction of ticks
     assert top < ticks / 2, (top, ticks)
     assert e["l1.0"]["decisions"] >= 0.9 * ticks - 10
@@ -40,6 +42,7 @@ def test_slow_top_does_not_hold_lower_levels(launch, tmp_path):
     assert not descendants_alive(run_dir)
 
 
+@pytest.mark.slow
 def test_lockstep_with_slow_top_moves_at_its_pace(launch, tmp_path):
     """The same slow top in lockstep: every tick where the top decides waits for it."""
     run_dir = tmp_path / "run"
@@ -50,6 +53,7 @@ def test_lockstep_with_slow_top_moves_at_its_pace(launch, tmp_path):
     assert e["l3.0"]["decisions"] >= e["env"]["ticks"] / 4 - 2  # it decided at every one of its ticks
 
 
+@pytest.mark.slow
 def test_env_does_not_wait_for_an_async_level_one(launch, tmp_path):
     """levels[0].mode = 'async': the env steps on the actions it holds; a slow level 1 decides on a fraction of
     the env's ticks (catching up on the newest report), and the run still ends cleanly."""
@@ -62,7 +66,7 @@ def test_env_does_not_wait_for_an_async_level_one(launch, tmp_path):
     e = ends(run_dir)
     assert all(x["reason"] == "completed" for x in e.values())
     ticks = e["env"]["ticks"]
-    assert ticks == 4000 // 8  # the env ran its whole budget: 8 copies a tick
+    assert e["env"]["env_steps"] >= 4000  # the whole budget was run, not cut short
     assert all(e[f"l1.{i}"]["decisions"] < ticks / 2 for i in range(4)), (ticks, e["l1.0"])
     assert not descendants_alive(run_dir)
 
@@ -106,6 +110,7 @@ def test_staleness_is_exported(launch, tmp_path):
     assert count > 0
 
 
+@pytest.mark.slow
 def test_async_ppo_learns_in_background_and_counts_every_update(launch, tmp_path):
     """run.learner = 'auto' in an async run: every PPO agent trains in its learner thread; the run completes and
     each agent's updates (the last one included, finished before its final checkpoint) are counted and logged."""

@@ -210,6 +210,7 @@ def mean_return(kind, scenario, kwargs, policy: str, n: int, max_steps: int, epi
     return float(np.mean([np.mean(list(e["return"].values())) for e in lv.pop_finished()]))
 
 
+@pytest.mark.slow
 def test_balance_heuristic_beats_random():
     # the scripted policy drops the package in some episodes (returns range from -12 to +45): average 32
     h = mean_return(*BALANCE, "heuristic", n=32, max_steps=100, episodes=1)
@@ -223,6 +224,7 @@ def test_balance_heuristic_discrete_actions():
     assert h > 5, h
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("continuous", [False, True])
 def test_spread_heuristic_beats_random_mpe(continuous):
     kwargs = {**SPREAD_PZ[2], "continuous_actions": continuous}
@@ -231,6 +233,7 @@ def test_spread_heuristic_beats_random_mpe(continuous):
     assert h > r + 5, (h, r)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("continuous", [False, True])
 def test_spread_heuristic_beats_random_vmas(continuous):
     kwargs = {"n_agents": 4, "continuous_actions": continuous}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from tag_actors.runlog import read_events
 
@@ -11,6 +12,8 @@ def returns(run_dir, name="l1.0"):
     return [r for e in read_events(run_dir, name) if e["type"] == "episodes" for r in e["returns"]]
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(360)  # learning: minutes on a loaded machine
 def test_ppo_learns_cartpole_through_the_runtime(launch, tmp_path):
     r = launch.run("configs/cartpole.toml", "--serial", "--quiet", "--run-dir", str(tmp_path / "run"), timeout=110)
     assert r.returncode == 0, r.stderr
@@ -19,6 +22,7 @@ def test_ppo_learns_cartpole_through_the_runtime(launch, tmp_path):
     assert np.mean(rets[-20:]) > 150, (np.mean(rets[:20]), np.mean(rets[-20:]))
 
 
+@pytest.mark.slow
 def test_cartpole_as_actors_matches_serial(launch, tmp_path):
     args = ["configs/cartpole.toml", "--quiet", "--set", "run.total_env_steps=3000"]
     assert launch.run(*args, "--serial", "--run-dir", str(tmp_path / "a")).returncode == 0

@@ -148,6 +148,8 @@ def test_mappo_checkpoint_round_trip():
 PPO_FAST = {"lr": 1e-3, "rollout_len": 16, "gae_lambda": 0.9, "update_epochs": 4, "num_minibatches": 4}
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(360)  # learning: minutes on a loaded machine
 def test_two_level_ppo_hierarchy_learns_balance(tmp_path):
     """4 level-1 PPO agents under one top PPO agent, serial, 30k env steps: the late episodes beat random
     (about -5.7 per agent) and the early ones clearly (measured: -5.0 -> +16 and -4.5 -> +22 for seeds 0 and 1)."""
@@ -166,6 +168,7 @@ def test_two_level_ppo_hierarchy_learns_balance(tmp_path):
     assert late > 0.0 and late > early + 5.0, (early, late)
 
 
+@pytest.mark.slow
 def test_evaluate_a_saved_run(tmp_path):
     from tag_actors.evaluate import evaluate, main
     from tag_actors.launch import main as launch

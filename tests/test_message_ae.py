@@ -4,6 +4,7 @@ node's checkpoint carries φ exactly, and a 3PPO-comm run gives the same numbers
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from test_runtime import summary
 
@@ -65,6 +66,7 @@ def test_learned_phi_checkpoint_round_trip_gives_identical_messages(tmp_path):
         assert torch.equal(v, restored.phi.ae.decoder.state_dict()[k]), k
 
 
+@pytest.mark.slow
 def test_3ppo_comm_actors_match_in_process(launch, tmp_path):
     """configs/balance_3ppo_comm.toml (learned φ at levels 1 and 2), briefly: the same seed gives the same episode
     returns, actions and φ parameters in-process and as actors, and φ trained along the way."""

@@ -7,14 +7,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
 import pytest
+from conftest import get_free_port
 
 from tag_actors.runlog import read_events
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # two network namespaces and two launchers per test
 
 
 def sh(*cmd: str) -> None:
@@ -41,18 +44,32 @@ def two_hosts():
             sh("ip", "-n", ns, "link", "set", dev, "up")
             sh("ip", "-n", ns, "link", "set", "lo", "up")
         yield {"a": (a, addr_a), "b": (b, addr_b)}
+        left = wait_namespaces_empty((a, b), 15.0)
+        assert not left, f"processes left in the host namespaces after the test: {left}"
     finally:
         for ns in (a, b):
-            subprocess.run(["ip", "netns", "pids", ns], capture_output=True)
             subprocess.run(f"ip netns pids {ns} | xargs -r kill -9", shell=True, capture_output=True)
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
+def wait_namespaces_empty(namespaces: tuple[str, ...], timeout_s: float) -> dict[str, str]:
+    """Namespace -> the pids still running in it, after waiting up to ``timeout_s`` for them to exit."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = {ns: out for ns in namespaces
+                if (out := subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.strip())}
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
+
+
 def config(tmp_path: Path, addr_a: str, addr_b: str, keys: Path, startup_timeout_s: int = 60) -> Path:
+    """balance_random over TCP with CURVE, levels 0-1 on host a and 2-3 on b; every host computes the same plan,
+    so the ports are fixed in the config (a free port here; each namespace has a network stack of its own)."""
     path = tmp_path / "two_hosts.toml"
     base = (ROOT / "configs" / "balance_random.toml").read_text()
     base = base.replace("total_env_steps = 20000", "total_env_steps = 3200").replace("num_envs = 64", "num_envs = 8")
-    base = base.replace("[run]\n", f'[run]\ntransport = "tcp"\nbase_port = 47100\nstartup_timeout_s = {startup_timeout_s}\n')
+    base = base.replace("[run]\n", f'[run]\ntransport = "tcp"\nbase_port = {get_free_port()}\nstartup_timeout_s = {startup_timeout_s}\n')
     base += f"""
 [placement]
 hosts = {{ a = "{addr_a}", b = "{addr_b}" }}

@@ -295,6 +295,8 @@ def test_state_dict_round_trip_resumes_identically():
 # Tiny real learning runs
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(360)  # learning: minutes on a loaded machine
 def test_cartpole_learns():
     agent = make_agent(
         Discrete(2),
@@ -310,6 +312,8 @@ def test_cartpole_learns():
     assert np.mean(returns[-20:]) > 150, returns[-20:]
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(360)  # learning: minutes on a loaded machine
 def test_pendulum_improves():
     agent = make_agent(
         Box((1,), -2.0, 2.0), obs_dim=3, num_envs=16, rollout_len=64, update_epochs=10, num_minibatches=8,
@@ -348,6 +352,8 @@ def test_background_update_acts_on_old_weights_until_the_learner_finishes():
     assert agent.finished_updates() == []
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(360)  # learning: minutes on a loaded machine
 def test_cartpole_learns_with_a_background_learner():
     ctx = AgentContext(name="bg", level=1, obs_dim=4, action_space=Discrete(2), num_envs=8, seed=0,
                        params=dict(rollout_len=32, update_epochs=8, num_minibatches=4, lr=2.5e-3, norm_obs=False,

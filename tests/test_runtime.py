@@ -72,7 +72,8 @@ def summary(run_dir: Path) -> dict[str, dict]:
     return out
 
 
-@pytest.mark.parametrize("depth", [1, 2, 3, 5])
+@pytest.mark.parametrize("depth", [pytest.param(1, marks=pytest.mark.slow), pytest.param(2, marks=pytest.mark.slow), 3,
+                                   pytest.param(5, marks=pytest.mark.slow)])
 def test_lockstep_actors_match_in_process(launch, tmp_path, depth):
     """The same seed gives the same rewards and actions in-process and as actors, at every depth."""
     cfg = write_config(tmp_path / "c.toml", DEPTHS[depth])
@@ -101,6 +102,7 @@ def test_lockstep_actors_match_in_process(launch, tmp_path, depth):
     assert not descendants_alive(actors)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("serial", [True, False])
 def test_status_records_split_each_tick(launch, tmp_path, serial):
     """The env's status records carry its own step time, so a bench can tell the env's share of a tick from the
@@ -113,6 +115,7 @@ def test_status_records_split_each_tick(launch, tmp_path, serial):
     assert 0 < env_ms < tick_ms
 
 
+@pytest.mark.slow
 def test_timescales_hold_instructions(launch, tmp_path):
     """Level 2 acts every 2 ticks and level 3 every 4: they decide about half and a quarter as often."""
     cfg = write_config(tmp_path / "c.toml", DEPTHS[3])
@@ -137,8 +140,10 @@ def env_steps(run_dir: Path) -> int:
     return max((e["env_steps"] for e in read_events(run_dir, "env") if e["type"] == "status"), default=0)
 
 
-@pytest.mark.parametrize(("sig", "serial"), [(signal.SIGINT, False), (signal.SIGTERM, False),
-                                             (signal.SIGINT, True), (signal.SIGTERM, True)])
+@pytest.mark.parametrize(("sig", "serial"), [(signal.SIGINT, False),
+                                             pytest.param(signal.SIGTERM, False, marks=pytest.mark.slow),
+                                             pytest.param(signal.SIGINT, True, marks=pytest.mark.slow),
+                                             pytest.param(signal.SIGTERM, True, marks=pytest.mark.slow)])
 def test_interrupt_stops_everything_and_saves(launch, tmp_path, sig, serial):
     run_dir = tmp_path / "run"
     proc = launch.start("configs/balance_random.toml", "--quiet", "--run-dir", str(run_dir), *SMALL,
@@ -161,6 +166,7 @@ def test_interrupt_stops_everything_and_saves(launch, tmp_path, sig, serial):
     assert (run_dir / "episodes.csv").read_text().count("\n") > 1  # the summary is written on the way out
 
 
+@pytest.mark.slow
 def test_cpu_affinity_sets_the_env_apart(launch, tmp_path):
     """run.cpu_affinity = 'env_apart': the env (every thread of it) runs on the first allowed CPU, agents on the
     others; with a single CPU nothing is pinned."""
@@ -233,6 +239,7 @@ def test_metrics_port_in_use_is_named(launch, tmp_path):
     assert f"port {port}" in r.stderr and "metrics" in r.stderr
 
 
+@pytest.mark.slow
 def test_tcp_transport_runs(launch, tmp_path):
     run_dir = tmp_path / "run"
     r = launch.run("configs/balance_random.toml", "--quiet", "--run-dir", str(run_dir), *SMALL,
@@ -243,6 +250,7 @@ def test_tcp_transport_runs(launch, tmp_path):
     assert summary(run_dir)["l3.0"]["end"]["reason"] == "completed"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("serial", [False, True])
 def test_resume_continues_counters_and_parameters(launch, tmp_path, serial):
     cfg = write_config(tmp_path / "c.toml", DEPTHS[2])
