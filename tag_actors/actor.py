@@ -160,9 +160,11 @@ class Actor:
         self.metrics = None
         if self.cfg.run.metrics:
             from tag_actors.metrics import ProcessMetrics
+            from tag_actors.run_metrics import process_links
 
-            self.metrics = ProcessMetrics(self.cfg.run.name, "env" if name == ENV else "agent", name, self.level,
-                                          wiring.get("host", "local"))
+            self.metrics = ProcessMetrics(wiring.get("run_id", self.cfg.run.name), "env" if name == ENV else "agent",
+                                          name, self.level, wiring.get("host", "local"), config=self.cfg.run.name)
+            self.metrics.declare_links(*process_links(self.plan, name))
             self.metrics.serve(wiring["metrics_ports"][name], wiring.get("metrics_addr", "127.0.0.1"))
             self.metrics.set_up()
         run = self.cfg.run
@@ -296,8 +298,13 @@ class AgentActor(Actor):
         node = AgentNode(spec, cfg.env.num_envs, [w.message_space.flat_dim for w in welcomes],
                          [w.instruction_space for w in welcomes], instruction,
                          welcomes[0].info if spec.level == 1 else None)
-        if self.metrics and hasattr(node.agent, "on_call"):  # LLM agents report each call's outcome and tokens
-            node.agent.on_call = self.metrics.llm_call
+        if self.metrics:
+            from tag_actors.run_metrics import enable_agent_metrics
+
+            enable_agent_metrics(self.metrics, node.agent, parent,
+                                 parent is not None and cfg.level_mode(spec.level + 1) == "lockstep")
+            if hasattr(node.agent, "on_call"):  # LLM agents report each call's outcome and tokens
+                node.agent.on_call = self.metrics.llm_call
         if parent_link:
             self.welcome_parent(parent_link, self.name, node.message_space, instruction, {})
         recorder = NodeRecorder(self.run_dir, node, self.metrics, cfg.run.checkpoint_every_s)
@@ -365,7 +372,7 @@ class AgentActor(Actor):
                     staleness[0] += age_ticks
                     staleness[1] += age_s
                     staleness[2] += 1
-                    if metrics:
+                    if metrics and not inbox.wait:  # async parent: lockstep instructions are never stale
                         metrics.staleness(age_ticks, age_s)
             if report_late and parent_decides:
                 outbox.flush()
@@ -374,7 +381,7 @@ class AgentActor(Actor):
                 metrics.tick()
                 metrics.queue_depth("children", backlog)  # ticks this agent is behind its children (async)
                 if node.decided:
-                    metrics.observe_act(node.last_act_seconds)
+                    metrics.decision(node.last_act_seconds)
             recorder.after_tick(env_steps)
 
 
@@ -397,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_shutdown)
     signal.signal(signal.SIGINT, _raise_shutdown)
     actor: Actor | None = None
+    stopped_cleanly = False
     profiler = None
     if os.environ.get("TAG_ACTORS_PROFILE"):  # developer aid: cProfile each process into logs/<name>.prof
         import cProfile
@@ -409,9 +417,11 @@ def main(argv: list[str] | None = None) -> int:
         actor = (EnvActor if args.name == ENV else AgentActor)(args.run_dir, args.name)
         reason = actor.run()
         log.info("finished: %s", reason)
+        stopped_cleanly = True
         return 0
     except Shutdown as e:
         log.info("stopped by %s; checkpoint and logs saved", e)
+        stopped_cleanly = True
         return 0
     except PeerLost as e:
         print(f"tag_actors: {args.name}: {e}", file=sys.stderr)
@@ -431,6 +441,8 @@ def main(argv: list[str] | None = None) -> int:
         if actor is not None:
             actor.hub.close()
             remove_socket_dir(actor.plan.endpoints)  # the last process out removes it, even if the launcher died
+            if actor.metrics is not None and stopped_cleanly:  # Prometheus sees tag_up 0: gone on purpose
+                actor.metrics.set_down(deliver_s=5.0)
         sys.stdout.flush()
         sys.stderr.flush()
 

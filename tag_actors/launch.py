@@ -94,6 +94,9 @@ def prepare_run(cfg: config_mod.Config, run_dir: Path, resume: bool = False,
                   "learning agents may fall behind an async env (fewer decisions) or hold up a lockstep one",
                   file=sys.stderr)
     address = host_address(cfg, host)
+    from tag_actors.run_metrics import LAUNCHER, run_id
+
+    run = run_id(run_dir, time.time(), fresh=not (run_dir / "plan.json").exists(), shared=cfg.multi_host)
     run_dir.mkdir(parents=True, exist_ok=True)
     names = plan.processes()
     links = [c for c, p in plan.parent.items() if p is not None]
@@ -116,24 +119,31 @@ def prepare_run(cfg: config_mod.Config, run_dir: Path, resume: bool = False,
             for n in mine:
                 check_port_free(metrics_ports[n], metrics_addr,
                                 f"{cfg.source}: run.metrics_base_port (metrics of {n!r})")
+            launcher_port = cfg.run.metrics_base_port + len(names)
+            check_port_free(launcher_port, metrics_addr, f"{cfg.source}: run.metrics_base_port (the launcher's "
+                            f"metrics, base + {len(names)})")
         else:
-            metrics_ports = dict(zip(names, free_ports(len(names)), strict=True))
+            *ports, launcher_port = free_ports(len(names) + 1)
+            metrics_ports = dict(zip(names, ports, strict=True))
     wiring = {"endpoints": plan.endpoints, "metrics_ports": metrics_ports, "host": host, "processes": mine,
-              "metrics_addr": metrics_addr, "resume": resume, "cwd": str(Path.cwd())}
+              "metrics_addr": metrics_addr, "resume": resume, "cwd": str(Path.cwd()), "run_id": run,
+              "launcher_pid": os.getpid()}
     (run_dir / "config.json").write_text(json.dumps({"config": cfg.to_dict(), "source": cfg.source}, indent=2))
     if metrics_ports:
-        from tag_actors.metrics import link_file_sd, write_file_sd
+        from tag_actors.metrics import file_sd_target, link_file_sd, write_file_sd
 
-        targets = [{"targets": [f"{metrics_addr}:{metrics_ports[n]}"],
-                    "labels": {"run": cfg.run.name, "level": str(plan.level_of(n)), "agent": n,
-                               "host": host, "role": "env" if n == ENV else "agent"}}
+        wiring["launcher_metrics_port"] = launcher_port
+        targets = [file_sd_target(metrics_addr, metrics_ports[n], run=run, config=cfg.run.name,
+                                  level=plan.level_of(n), agent=n, host=host, role="env" if n == ENV else "agent")
                    for n in mine]
+        targets.append(file_sd_target(metrics_addr, launcher_port, run=run, config=cfg.run.name, level=None,
+                                      agent=LAUNCHER, host=host, role=LAUNCHER))
         sd_file = write_file_sd(run_dir / "prometheus_targets.json", targets)
         root = Path(__file__).resolve().parent.parent
         monitoring = root / "monitoring"
         if monitoring.is_dir() and run_dir.is_relative_to(root):
             # a run inside the source checkout (runs/...): make it visible to monitoring/prometheus.yml
-            wiring["file_sd_link"] = str(link_file_sd(sd_file, monitoring / "targets", name=run_dir.name))
+            wiring["file_sd_link"] = str(link_file_sd(sd_file, monitoring / "targets", name=run))
     (run_dir / "plan.json").write_text(json.dumps(wiring, indent=2))
     return wiring
 
@@ -222,13 +232,17 @@ def tail(path: Path, lines: int = 25) -> str:
 PEER_LOST_EXIT = 3  # an actor that exits because a peer vanished: a symptom, not the cause
 
 
-def supervise(children: list[Child], progress: Progress | None, log_every_s: float) -> int:
-    """Wait for every child; on the first failure stop the others and report it. Returns the exit code."""
+def supervise(children: list[Child], progress: Progress | None, log_every_s: float,
+              on_failure: Any = None) -> int:
+    """Wait for every child; on the first failure report it (to ``on_failure(name, how)`` too), then stop the
+    others. Returns the exit code."""
     last_print = time.monotonic()
     while True:
         running = [c for c in children if c.proc.poll() is None]
         if any(c.proc.returncode not in (None, 0) for c in children):
-            report_failure(children)
+            root, how = report_failure(children)
+            if on_failure is not None:
+                on_failure(root, how)
             terminate(children)
             return 1
         if not running:
@@ -240,7 +254,7 @@ def supervise(children: list[Child], progress: Progress | None, log_every_s: flo
         time.sleep(0.1)
 
 
-def report_failure(children: list[Child]) -> None:
+def report_failure(children: list[Child]) -> tuple[str, str]:
     """Name the process that caused the failure: one that crashed (it leaves ``logs/<name>.failure.json`` before
     its sockets close), rather than the neighbours that only saw it vanish and exited with PEER_LOST_EXIT."""
     def failure(c: Child) -> dict[str, Any] | None:
@@ -270,6 +284,7 @@ def report_failure(children: list[Child]) -> None:
         if other is not root:
             print(f"tag_actors: process {other.name!r} also exited ({other.proc.returncode}): "
                   f"{tail(other.log_path, 1)}", file=sys.stderr)
+    return root.name, how
 
 
 def terminate(children: list[Child]) -> None:
@@ -367,23 +382,33 @@ def main(argv: list[str] | None = None) -> int:
     print(f"run {cfg.run.name!r}: {len(names)} processes{where} ({', '.join(names)}); run folder {run_dir}")
     if wiring["metrics_ports"]:
         ports = ", ".join(f"{n}:{wiring['metrics_ports'][n]}" for n in names)
-        print(f"metrics: http://{wiring['metrics_addr']}:PORT/metrics with {ports}; Prometheus targets in "
+        print(f"metrics: http://{wiring['metrics_addr']}:PORT/metrics with {ports}, "
+              f"launcher:{wiring['launcher_metrics_port']}; label run=\"{wiring['run_id']}\"; Prometheus targets in "
               f"{run_dir / 'prometheus_targets.json'}")
+    run_state = None
+    if wiring.get("launcher_metrics_port"):
+        from tag_actors import run_metrics
+
+        run_state = run_metrics.start(wiring["run_id"], cfg.run.name, wiring["host"], run_dir,
+                                      cfg.run.total_env_steps, wiring["launcher_metrics_port"],
+                                      wiring["metrics_addr"])
     children = start_children(run_dir, names)
     progress = None if args.quiet else Progress(run_dir, cfg.run.total_env_steps)
     signal.signal(signal.SIGTERM, _interrupt)
     code = 130
     try:
-        code = supervise(children, progress, cfg.run.log_every_s)
+        code = supervise(children, progress, cfg.run.log_every_s, run_state.failed if run_state else None)
     except KeyboardInterrupt:
         print("\ntag_actors: interrupted; stopping every process (checkpoints and logs are being saved)",
               file=sys.stderr)
         terminate(children)
     finally:
         remove_socket_dir(wiring["endpoints"], every_process_ended=True)
-        link = wiring.get("file_sd_link")
-        if link and code != 1:  # a finished or stopped run leaves Prometheus's targets; a failed one stays, as down
-            Path(link).unlink(missing_ok=True)
+        if wiring["metrics_ports"]:  # however the run ended: its final state, then it leaves Prometheus's targets
+            from tag_actors import run_metrics
+
+            link = wiring.get("file_sd_link")
+            run_metrics.finish(run_state, code, run_dir / "prometheus_targets.json", Path(link) if link else None)
     if progress:
         progress.poll()
         print(progress.line())

@@ -139,8 +139,10 @@ class ParentLink(Link):
         frames = self.sock.recv_multipart()
         identity = frames[0]
         if identity != self._identity:
-            self.hub.count_bad(f"{identity.decode(errors='replace')}@{self.endpoint}", "unknown_peer",
-                               f"a peer other than {self.peer!r} sent to {self.me!r}")
+            # one label per endpoint, never the identity a stranger chose (unbounded, and any bytes at all)
+            self.hub.count_bad(f"unknown@{self.me}", "unknown_peer",
+                               f"a peer other than {self.peer!r} (identity {identity[:64]!r}) sent to {self.me!r} "
+                               f"on {self.endpoint}")
             return None
         return frames[1:]
 
@@ -268,7 +270,7 @@ class Hub:
     def _on_monitor(self, link: Link) -> None:
         event = parse_monitor_message(link.monitor.recv_multipart())
         if event["event"] in (zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL):
-            self.count_bad(f"?@{link.endpoint}", "auth", "a peer failed the CURVE handshake")
+            self.count_bad(f"unknown@{link.me}", "auth", f"a peer failed the CURVE handshake on {link.endpoint}")
         elif link.established:
             link.suspect_since = link.suspect_since or time.monotonic()
 

@@ -4,8 +4,10 @@
     python monitoring/grafana/make_dashboards.py --check  # exit 1 if a file differs from what would be written
 
 The JSON files are committed (Grafana provisions them as they are); this script is only the way to edit them
-consistently: one datasource uid, unique panel ids, template variables run / level / agent (/ link), and
-`$__rate_interval` in every rate(). tests/test_monitoring.py runs every expression against a real Prometheus.
+consistently: one datasource uid, unique panel ids, template variables run / level / agent (/ link),
+`$__rate_interval` in every rate(), and a unit and an axis label on every graph. ``$run`` is one run (the run's
+unique id), the newest by default (its options are the runs sorted by their launcher's start time, newest first).
+tests/test_monitoring.py runs every expression against a real Prometheus.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ OUT = HERE / "dashboards"
 
 DS = {"type": "prometheus", "uid": "tag-prometheus"}
 JOB = 'job="tag_actors"'
-RUN = f'{JOB}, run=~"$run"'
-SEL = f'{JOB}, run=~"$run", level=~"$level", agent=~"$agent"'
+RUN = f'{JOB}, run="$run"'
+SEL = f'{JOB}, run="$run", level=~"$level", agent=~"$agent"'
 SEL_LINK = f'{SEL}, link=~"$link"'
 RI = "$__rate_interval"
 
@@ -45,11 +47,30 @@ def var(name: str, query: str, label: str | None = None) -> dict:
     }
 
 
-V_RUN = var("run", "label_values(tag_up, run)")
-V_LEVEL = var("level", 'label_values(tag_up{run=~"$run"}, level)')
-V_AGENT = var("agent", 'label_values(tag_up{run=~"$run", level=~"$level"}, agent)')
+def run_var() -> dict:
+    """One run, the newest by default: runs sorted by their launcher's start time, newest first (Grafana selects
+    the first option when none is chosen; sort 0 keeps the query's order)."""
+    v = var(
+        "run",
+        'query_result(sort_desc(max by (run) (tag_run_start_time_seconds{job="tag_launcher"})))',
+    )
+    v.update(
+        includeAll=False,
+        multi=False,
+        allValue=None,
+        current={},
+        sort=0,
+        regex='/run="([^"]+)"/',
+        description="the run's unique id (run folder + start time); newest first",
+    )
+    return v
+
+
+V_RUN = run_var()
+V_LEVEL = var("level", 'label_values(tag_up{run="$run"}, level)')
+V_AGENT = var("agent", 'label_values(tag_up{run="$run", level=~"$level"}, agent)')
 V_LINK = var(
-    "link", 'label_values(tag_frames_sent_total{run=~"$run", level=~"$level", agent=~"$agent"}, link)'
+    "link", 'label_values(tag_frames_sent_total{run="$run", level=~"$level", agent=~"$agent"}, link)'
 )
 
 
@@ -85,8 +106,12 @@ def panel(
     w: int = 12,
     h: int = 8,
     description: str = "",
+    axis: str = "",
     **options,
 ) -> dict:
+    """A panel; graphs (timeseries, heatmap) need ``axis``, the y axis label with its unit (e.g. "ticks / s")."""
+    if kind in ("timeseries", "heatmap") and not axis:
+        raise ValueError(f"panel {title!r}: a graph needs an axis label with its unit")
     p = {
         "type": kind,
         "title": title,
@@ -102,7 +127,12 @@ def panel(
             "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
             "tooltip": {"mode": "multi", "sort": "desc"},
         }
-        p["fieldConfig"]["defaults"]["custom"] = {"lineWidth": 1, "fillOpacity": 0, "showPoints": "never"}
+        p["fieldConfig"]["defaults"]["custom"] = {
+            "lineWidth": 1,
+            "fillOpacity": 0,
+            "showPoints": "never",
+            "axisLabel": axis,
+        }
     elif kind == "stat":
         p["options"] = {
             "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
@@ -113,7 +143,7 @@ def panel(
     elif kind == "heatmap":
         p["options"] = {
             "calculate": False,
-            "yAxis": {"axisPlacement": "left", "unit": unit},
+            "yAxis": {"axisPlacement": "left", "unit": unit, "axisLabel": axis},
             "cellGap": 1,
             "color": {
                 "mode": "scheme",
@@ -169,27 +199,77 @@ def dashboard(uid: str, title: str, description: str, variables: list[dict], pan
 
 def run_overview() -> dict:
     mean_reward = mean_return(RUN, "run, level")
+    launcher = 'job="tag_launcher", run="$run"'
     panels = [
         panel(
-            "Ticks per second, per level",
+            "Run state",
             [
                 target(
-                    f"sum by (run, level) (rate(tag_ticks_total{{{RUN}}}[{RI}]))", "{{run}} level {{level}}"
+                    f"tag_run_info{{{launcher}}}",
+                    "{{state}} {{failed_process}}",
+                    format="table",
+                    instant=True,
+                    range=False,
                 ),
             ],
-            "ops",
-            description="level 0 = the env process; level l = sum over the agents of level l",
+            kind="table",
+            w=12,
+            h=4,
+            description="running / finished / failed / stopped, from the run's launcher; failed_process: the "
+            "process that failed first (alert TagRunFailed)",
+        ),
+        panel(
+            "Progress",
+            [target(f"tag_run_progress_ratio{{{launcher}}}", "env steps done")],
+            "percentunit",
+            kind="gauge",
+            w=6,
+            h=4,
+            description="env steps done / run.total_env_steps",
+        ),
+        panel(
+            "Time left (ETA)",
+            [target(f"tag_run_eta_seconds{{{launcher}}}", "ETA")],
+            "s",
+            kind="stat",
+            w=6,
+            h=4,
+            description="(target - done) / recent env steps per second; only while running",
         ),
         panel(
             "Env steps per second (x batch)",
             [
-                target(f"sum by (run) (rate(tag_env_steps_total{{{RUN}}}[{RI}]))", "{{run}}"),
+                target(f"sum by (run) (rate(tag_env_steps_total{{{RUN}}}[{RI}]))", "env steps / s"),
             ],
             "ops",
+            axis="env steps / s",
+        ),
+        panel(
+            "Env ticks per second",
+            [
+                target(f'sum by (run) (rate(tag_ticks_total{{{RUN}, role="env"}}[{RI}]))', "env ticks / s"),
+            ],
+            "ops",
+            axis="ticks / s",
+            description="one tick = one step of the batched env; every process of the run sees every tick",
+        ),
+        panel(
+            "Decisions per second, per level",
+            [
+                target(
+                    f"sum by (run, level) (rate(tag_decisions_total{{{RUN}}}[{RI}]))",
+                    "level {{level}}",
+                ),
+            ],
+            "ops",
+            axis="decisions / s",
+            description="sum over the agents of a level of their decisions (act() calls); an agent of period p "
+            "decides every p ticks",
         ),
         panel(
             "Mean episode return per level (5m window)",
-            [target(mean_reward, "{{run}} level {{level}}")],
+            [target(mean_reward, "level {{level}}")],
+            axis="return",
             description="(increase of positive part - increase of negative part) / episodes, over 5m",
         ),
         panel(
@@ -197,11 +277,12 @@ def run_overview() -> dict:
             [
                 target(f'tag_episode_reward_last{{{RUN}, role="agent"}}', "L{{level}} {{agent}}"),
             ],
+            axis="return",
         ),
         panel(
             "Processes up per level",
             [
-                target(f"sum by (run, level) (up{{{RUN}}})", "{{run}} level {{level}}"),
+                target(f"sum by (run, level) (up{{{RUN}}})", "level {{level}}"),
             ],
             kind="stat",
             w=8,
@@ -211,10 +292,11 @@ def run_overview() -> dict:
             [
                 target(
                     f"60 * sum by (run, level) (rate(tag_episodes_total{{{RUN}}}[{RI}]))",
-                    "{{run}} level {{level}}",
+                    "level {{level}}",
                 ),
             ],
             w=8,
+            axis="episodes / min",
         ),
         panel(
             "Mean act / step time per level",
@@ -222,21 +304,24 @@ def run_overview() -> dict:
                 target(
                     f"sum by (run, level) (rate(tag_act_duration_seconds_sum{{{RUN}}}[{RI}]))"
                     f" / sum by (run, level) (rate(tag_act_duration_seconds_count{{{RUN}}}[{RI}]))",
-                    "{{run}} level {{level}}",
+                    "level {{level}}",
                 ),
             ],
             "s",
             w=8,
+            axis="seconds per decision / step",
         ),
         panel(
             "Learner updates per minute, per level",
             [
                 target(
                     f"60 * sum by (run, level) (rate(tag_updates_total{{{RUN}}}[{RI}]))",
-                    "{{run}} level {{level}}",
+                    "level {{level}}",
                 ),
             ],
             w=8,
+            axis="updates / min",
+            description="learning agents only",
         ),
         panel(
             "Checkpoint age",
@@ -248,6 +333,7 @@ def run_overview() -> dict:
             ],
             "s",
             w=8,
+            axis="age",
             description="only processes that saved a checkpoint; alert TagCheckpointTooOld above 600 s",
         ),
         panel(
@@ -259,12 +345,13 @@ def run_overview() -> dict:
                 ),
             ],
             w=8,
+            axis="restarts",
         ),
         panel(
             "Active alerts",
             [
                 target(
-                    'ALERTS{run=~"$run"}',
+                    'ALERTS{run="$run"}',
                     "{{alertname}} {{alertstate}} L{{level}} {{agent}}",
                     format="table",
                     instant=True,
@@ -279,7 +366,7 @@ def run_overview() -> dict:
     return dashboard(
         "tag-run-overview",
         "tag_actors / run overview",
-        "Tick rates, env throughput and returns of every level of a run",
+        "State, progress, tick and decision rates, env throughput and returns of one run",
         [V_RUN],
         panels,
     )
@@ -291,13 +378,16 @@ def agent_drilldown() -> dict:
             "Act duration (agent decision / env step)",
             quantiles("tag_act_duration_seconds", SEL, "agent"),
             "s",
+            axis="seconds",
         ),
         panel(
-            "Ticks per second",
+            "Decisions per second",
             [
-                target(f"sum by (agent) (rate(tag_ticks_total{{{SEL}}}[{RI}]))", "{{agent}}"),
+                target(f"sum by (agent) (rate(tag_decisions_total{{{SEL}}}[{RI}]))", "{{agent}}"),
             ],
             "ops",
+            axis="decisions / s",
+            description="act() calls of each agent (the env has none: see its ticks on the run overview)",
         ),
         panel(
             "Learner losses",
@@ -305,6 +395,8 @@ def agent_drilldown() -> dict:
                 target(f"tag_learner_policy_loss{{{SEL}}}", "{{agent}} policy", "A"),
                 target(f"tag_learner_value_loss{{{SEL}}}", "{{agent}} value", "B"),
             ],
+            axis="loss",
+            description="learning agents only",
         ),
         panel(
             "Entropy and approx KL",
@@ -313,6 +405,7 @@ def agent_drilldown() -> dict:
                 target(f"tag_learner_approx_kl{{{SEL}}}", "{{agent}} approx_kl", "B"),
                 target(f"tag_learner_clip_fraction{{{SEL}}}", "{{agent}} clip_fraction", "C"),
             ],
+            axis="nats / fraction",
         ),
         panel(
             "Explained variance and grad norm",
@@ -320,21 +413,36 @@ def agent_drilldown() -> dict:
                 target(f"tag_learner_explained_variance{{{SEL}}}", "{{agent}} explained variance", "A"),
                 target(f"tag_learner_grad_norm{{{SEL}}}", "{{agent}} grad norm", "B"),
             ],
+            axis="ratio / norm",
             description="grad norm before clipping, mean over the minibatches of the last update",
         ),
-        panel("Learning rate", [target(f"tag_learner_lr{{{SEL}}}", "{{agent}}")], w=8),
+        panel("Learning rate", [target(f"tag_learner_lr{{{SEL}}}", "{{agent}}")], w=8, axis="learning rate"),
         panel(
-            "Update duration", quantiles("tag_update_duration_seconds", SEL, "agent", (0.5, 0.9)), "s", w=8
+            "Update duration",
+            quantiles("tag_update_duration_seconds", SEL, "agent", (0.5, 0.9)),
+            "s",
+            w=8,
+            axis="seconds per update",
         ),
-        panel("Other learner statistics", [target(f"tag_learner_stat{{{SEL}}}", "{{agent}} {{stat}}")], w=8),
         panel(
-            "Resident memory", [target(f"process_resident_memory_bytes{{{SEL}}}", "{{agent}}")], "bytes", w=8
+            "Other learner statistics",
+            [target(f"tag_learner_stat{{{SEL}}}", "{{agent}} {{stat}}")],
+            w=8,
+            axis="value",
+        ),
+        panel(
+            "Resident memory",
+            [target(f"process_resident_memory_bytes{{{SEL}}}", "{{agent}}")],
+            "bytes",
+            w=8,
+            axis="RSS",
         ),
         panel(
             "CPU",
             [target(f"rate(process_cpu_seconds_total{{{SEL}}}[{RI}])", "{{agent}}")],
             "percentunit",
             w=8,
+            axis="CPU (100% = one core)",
             description="1.0 = one core",
         ),
         panel(
@@ -345,17 +453,20 @@ def agent_drilldown() -> dict:
                 target(f"tag_episode_reward_mean{{{SEL}}}", "{{agent}} mean of last 100", "C"),
             ],
             w=8,
+            axis="return",
         ),
         panel(
-            "Queue depth per link",
+            "Ticks behind the children (async)",
             [target(f"tag_queue_depth{{{SEL}}}", "{{agent}} {{link}}")],
             w=8,
-            description="messages waiting on a link (tag_queue_depth); no process reports it yet",
+            axis="ticks",
+            description="tag_queue_depth: ticks an agent is behind its children (async levels; 0 in lockstep)",
         ),
         panel(
             "Instruction staleness (ticks)",
             quantiles("tag_instruction_staleness_ticks", SEL, "agent", (0.5, 0.9)),
             w=8,
+            axis="ticks",
             description="async mode: age of the parent instruction acted on",
         ),
         panel(
@@ -363,6 +474,7 @@ def agent_drilldown() -> dict:
             quantiles("tag_instruction_staleness_seconds", SEL, "agent", (0.5, 0.9)),
             "s",
             w=8,
+            axis="seconds",
         ),
         panel(
             "LLM requests per second by outcome",
@@ -374,9 +486,16 @@ def agent_drilldown() -> dict:
             ],
             "reqps",
             w=8,
+            axis="requests / s",
             description="LLM agents only",
         ),
-        panel("LLM latency", quantiles("tag_llm_latency_seconds", SEL, "agent", (0.5, 0.9)), "s", w=8),
+        panel(
+            "LLM latency",
+            quantiles("tag_llm_latency_seconds", SEL, "agent", (0.5, 0.9)),
+            "s",
+            w=8,
+            axis="seconds per call",
+        ),
         panel(
             "LLM tokens per second",
             [
@@ -385,6 +504,7 @@ def agent_drilldown() -> dict:
                 ),
             ],
             w=8,
+            axis="tokens / s",
         ),
     ]
     return dashboard(
@@ -410,9 +530,13 @@ def transport() -> dict:
             "s",
             kind="heatmap",
             w=24,
+            axis="round trip",
         ),
         panel(
-            "Round trip per link", quantiles("tag_message_roundtrip_seconds", SEL_LINK, "agent, link"), "s"
+            "Round trip per link",
+            quantiles("tag_message_roundtrip_seconds", SEL_LINK, "agent, link"),
+            "s",
+            axis="seconds",
         ),
         panel(
             "Mean round trip per level",
@@ -424,6 +548,7 @@ def transport() -> dict:
                 ),
             ],
             "s",
+            axis="seconds",
         ),
         panel(
             "Bytes per second",
@@ -440,6 +565,7 @@ def transport() -> dict:
                 ),
             ],
             "Bps",
+            axis="bytes / s",
         ),
         panel(
             "Frames per second",
@@ -456,6 +582,7 @@ def transport() -> dict:
                 ),
             ],
             "ops",
+            axis="frames / s",
         ),
         panel(
             "Mean frame size (sent)",
@@ -468,6 +595,7 @@ def transport() -> dict:
             ],
             "bytes",
             w=8,
+            axis="bytes per frame",
         ),
         panel(
             "Bad frames (5m)",
@@ -478,7 +606,9 @@ def transport() -> dict:
                 ),
             ],
             w=8,
-            description="malformed or refused frames, dropped; alert TagBadFrames",
+            axis="frames",
+            description="malformed or refused frames, dropped, by link (the configured peer; unknown@X: a "
+            "stranger on X's endpoint) and reason; every series exists at 0 from the start; alert TagBadFrames",
         ),
         panel(
             "Queue depth",
@@ -486,7 +616,8 @@ def transport() -> dict:
                 target(f"max by (agent, link) (tag_queue_depth{{{SEL_LINK}}})", "{{agent}} {{link}}"),
             ],
             w=8,
-            description="messages waiting on a link (tag_queue_depth); no process reports it yet",
+            axis="ticks",
+            description="tag_queue_depth: ticks an async agent is behind its children",
         ),
         panel(
             "Instruction staleness p90 per level (seconds)",
@@ -499,6 +630,7 @@ def transport() -> dict:
             ],
             "s",
             w=24,
+            axis="seconds",
             description="async mode only: age of the parent instruction an agent acted on",
         ),
     ]
