@@ -6,7 +6,9 @@
 #
 # Environment: PORT (9090), ADDR (127.0.0.1), DATA (the TSDB folder; default RUN_DIR/prometheus with a run folder,
 # else ${TMPDIR:-/tmp}/tag_prometheus), RETENTION (15d).
-# Installs Debian's prometheus (scripts/install_prometheus.sh; needs root or sudo) when it is missing.
+# Installs Debian's prometheus (scripts/install_prometheus.sh; needs root or sudo) when it is missing. Without a
+# run folder it first removes the links in monitoring/targets/ of runs that are over (python -m
+# tag_actors.run_metrics sweep), then prints the web pages that answer (Debian's build has only /classic/...).
 # Needs the run to be started with metrics on (run.metrics = true, the default; --set run.metrics=true).
 #
 # Grafana: not packaged for Debian, PyPI or npm. With Docker, either run the whole stack instead of this script
@@ -21,7 +23,7 @@ PORT="${PORT:-9090}"
 ADDR="${ADDR:-127.0.0.1}"
 RETENTION="${RETENTION:-15d}"
 
-usage() { sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 case "${1:-}" in
     -h|--help) usage; exit 0 ;;
     -*) echo "monitor.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
@@ -60,13 +62,11 @@ else
     DATA="${DATA:-${TMPDIR:-/tmp}/tag_prometheus}"
     mkdir -p "$DATA"
     CONFIG="$MON/prometheus.yml"
+    # links of runs that are over (a killed launcher could not remove its own) would keep dead targets alive
+    PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" python3 -m tag_actors.run_metrics sweep "$MON/targets" \
+        || echo "monitor.sh: could not sweep stale links in $MON/targets (python3 with tag_actors's requirements?)" >&2
     shopt -s nullglob
     linked=("$MON"/targets/*.json)
-    for link in "${linked[@]}"; do
-        if [[ ! -e "$link" ]]; then
-            echo "monitor.sh: $link points to a run folder that is gone (Prometheus logs an error for it): rm $link"
-        fi
-    done
     WHAT="every run linked in $MON/targets/ (${#linked[@]} now; the launcher adds each run it starts)"
 fi
 
@@ -75,21 +75,40 @@ promtool check config --syntax-only "$CONFIG" >/dev/null || { promtool check con
 promtool check rules "$MON"/rules/*.rules.yml >/dev/null || { promtool check rules "$MON"/rules/*.rules.yml; exit 1; }
 
 URL="http://$ADDR:$PORT"
-cat <<EOF
-Prometheus for $WHAT
-  config  $CONFIG
-  data    $DATA
-  open    $URL/targets   $URL/alerts   $URL/graph
-  query   curl -s '$URL/api/v1/query' --data-urlencode 'query=tag_level:tag_ticks:rate30s'
-          curl -s '$URL/api/v1/query' --data-urlencode 'query=sum by (level) (rate(tag_ticks_total[30s]))'
-          curl -s '$URL/api/v1/alerts'
-  Grafana (Docker): docker compose -f monitoring/docker-compose.yml up -d --no-deps grafana  ->  http://127.0.0.1:3000
-Ctrl-C stops Prometheus.
-EOF
-
-exec prometheus \
+prometheus \
     --config.file="$CONFIG" \
     --web.listen-address="$ADDR:$PORT" \
     --storage.tsdb.path="$DATA" \
     --storage.tsdb.retention.time="$RETENTION" \
-    --log.level=warn
+    --log.level=warn &
+PROM=$!
+trap 'kill -TERM "$PROM" 2>/dev/null; wait "$PROM"; exit 130' INT TERM
+
+# status URL: the HTTP code of a GET (000: nothing answered)
+status() { curl -s -o /dev/null -m 2 -w '%{http_code}' "$1" 2>/dev/null || true; }
+for _ in $(seq 1 150); do
+    [[ "$(status "$URL/-/ready")" == 200 ]] && break
+    kill -0 "$PROM" 2>/dev/null || { echo "monitor.sh: prometheus exited" >&2; wait "$PROM"; exit 1; }
+    sleep 0.2
+done
+
+# The web UI differs between builds: upstream serves a React UI at /targets, /alerts, /graph; Debian's package
+# (2.42) ships without it (those answer 404) and only the classic pages under /classic/ work. Print what answers.
+pages=()
+for page in targets alerts rules graph; do
+    for url in "$URL/$page" "$URL/classic/$page"; do
+        if [[ "$(status "$url")" == 200 ]]; then pages+=("$url"); break; fi
+    done
+done
+cat <<EOF
+Prometheus for $WHAT
+  config  $CONFIG
+  data    $DATA
+  pages   ${pages[*]:-(no web page answers: use the HTTP API below)}
+  query   curl -s '$URL/api/v1/query' --data-urlencode 'query=tag_run_info'
+          curl -s '$URL/api/v1/query' --data-urlencode 'query=tag_level:tag_decisions:rate30s'
+          curl -s '$URL/api/v1/alerts'
+  Grafana (Docker): docker compose -f monitoring/docker-compose.yml up -d --no-deps grafana  ->  http://127.0.0.1:3000
+Ctrl-C stops Prometheus.
+EOF
+wait "$PROM"

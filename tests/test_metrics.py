@@ -1,18 +1,29 @@
-"""tag_actors.metrics: exposition over HTTP, port errors, file_sd round trip. Fast (no Prometheus needed)."""
+"""tag_actors.metrics and tag_actors.run_metrics: exposition over HTTP, port errors, file_sd round trip, bounded
+labels and counters born at 0, decisions vs ticks, series per process type (a budget), the launcher's run state.
+Fast (no Prometheus needed; tests/test_monitoring.py has the live ones)."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import socket
 import subprocess
 import sys
+import threading
+import time
 import urllib.request
 
 import pytest
+import zmq
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tag_actors.metrics import (
+    BAD_FRAME_REASONS,
+    FEATURES,
     LEARNER_STATS,
+    STRANGER_REASONS,
     MetricsPortError,
     ProcessMetrics,
     file_sd_target,
@@ -21,12 +32,12 @@ from tag_actors.metrics import (
     write_file_sd,
 )
 
-CONST = {"run": "t1", "level": "2", "agent": "mid_0", "host": "hostA"}
+CONST = {"run": "t1", "config": "cfg", "level": "2", "agent": "mid_0", "host": "hostA"}
 
 
 @pytest.fixture
 def served():
-    m = ProcessMetrics("t1", "agent", "mid_0", 2, "hostA")
+    m = ProcessMetrics("t1", "agent", "mid_0", 2, "hostA", config="cfg", features=FEATURES)
     port = m.serve(0)
     yield m, port
     m.close()
@@ -43,13 +54,13 @@ def exercise(m: ProcessMetrics) -> None:
     m.tick()
     m.tick(3)
     m.env_steps(64)
-    m.observe_act(0.002)
+    m.decision(0.002)
     m.observe_roundtrip("up", 0.00015)
     m.observe_roundtrip("down:a0", 0.3)
     m.frame_sent("up", 100)
     m.frame_sent("up", 50)
     m.frame_received("down:a0", 70)
-    m.bad_frame("down:a0", "decode")
+    m.bad_frame("down:a0", "header")
     m.queue_depth("up", 4)
     m.staleness(2, 0.004)
     m.episode(12.5, 100)
@@ -106,6 +117,7 @@ def test_exposition_names_labels_types(served):
     # counters end in _total
     counters = [
         "tag_ticks",
+        "tag_decisions",
         "tag_env_steps",
         "tag_frames_sent",
         "tag_frames_received",
@@ -161,12 +173,13 @@ def test_exposition_names_labels_types(served):
     info = s["tag_process_info"][0].labels
     assert info["role"] == "agent" and info["pid"] and info["version"]
     assert one(s, "tag_ticks_total") == 4
+    assert one(s, "tag_decisions_total") == 1
     assert one(s, "tag_env_steps_total") == 64
     assert one(s, "tag_frames_sent_total", link="up") == 2
     assert one(s, "tag_bytes_sent_total", link="up") == 150
     assert one(s, "tag_frames_received_total", link="down:a0") == 1
     assert one(s, "tag_bytes_received_total", link="down:a0") == 70
-    assert one(s, "tag_bad_frames_total", link="down:a0", reason="decode") == 1
+    assert one(s, "tag_bad_frames_total", link="down:a0", reason="header") == 1
     assert one(s, "tag_queue_depth", link="up") == 4
     assert one(s, "tag_message_roundtrip_seconds_count", link="up") == 1
     assert one(s, "tag_message_roundtrip_seconds_bucket", link="up", le="0.0002") == 1
@@ -202,8 +215,9 @@ def test_exposition_names_labels_types(served):
 def test_histogram_bucket_ranges():
     m = ProcessMetrics("r", "env", "env", 0, "h")
     text = m.exposition().decode()
-    assert 'tag_act_duration_seconds_bucket{agent="env",host="h",le="0.0001"' in text
+    assert 'tag_act_duration_seconds_bucket{agent="env",config="r",host="h",le="0.0001"' in text
     assert 'le="10.0"' in text
+    m.enable("roundtrip")
     m.observe_roundtrip("up", 0.001)
     s = samples_by_name(m.exposition().decode())
     les = [float(x.labels["le"]) for x in s["tag_message_roundtrip_seconds_bucket"]]
@@ -216,8 +230,8 @@ def test_two_instances_in_one_process_do_not_clash():
     a = ProcessMetrics("r", "agent", "a", 1, "h")
     b = ProcessMetrics("r", "agent", "b", 1, "h")
     a.tick(5)
-    assert 'tag_ticks_total{agent="a",host="h",level="1",run="r"} 5.0' in a.exposition().decode()
-    assert 'tag_ticks_total{agent="b",host="h",level="1",run="r"} 0.0' in b.exposition().decode()
+    assert 'tag_ticks_total{agent="a",config="r",host="h",level="1",run="r"} 5.0' in a.exposition().decode()
+    assert 'tag_ticks_total{agent="b",config="r",host="h",level="1",run="r"} 0.0' in b.exposition().decode()
 
 
 def test_port_in_use_raises_named_error():
@@ -230,7 +244,7 @@ def test_port_in_use_raises_named_error():
             m.serve(port)
         msg = str(ei.value)
         assert str(port) in msg and "top_agent" in msg and "in use" in msg.lower()
-        assert isinstance(ei.value, OSError)
+        assert ei.value.errno == errno.EADDRINUSE, ei.value.errno
         # the instance is still usable on another port
         got = m.serve(0)
         assert got != port
@@ -263,7 +277,7 @@ def test_file_sd_round_trip(tmp_path):
     raw = json.loads(path.read_text())
     assert raw[0] == {
         "targets": [f"127.0.0.1:{m.port}"],
-        "labels": {"run": "run7", "level": "1", "agent": "a0", "host": "hostB", "role": "agent"},
+        "labels": {"run": "run7", "config": "run7", "level": "1", "agent": "a0", "host": "hostB", "role": "agent"},
     }
     assert raw[1]["labels"]["level"] == "0"  # label values are strings, as Prometheus requires
     assert read_file_sd(path) == raw
@@ -367,7 +381,7 @@ def test_ppo_update_stats_feed_the_learner_gauges_the_dashboards_query():
         f"dashboards query learner gauges PPO never reports: {sorted(queried - reported)}"
     )
 
-    m = ProcessMetrics("r", "agent", "a", 1, "h")
+    m = ProcessMetrics("r", "agent", "a", 1, "h", features={"learner"})
     m.learner(stats)
     s = samples_by_name(m.exposition().decode())
     value_of = {LEARNER_ALIASES.get(k, k): float(v) for k, v in stats.items()}
@@ -375,3 +389,291 @@ def test_ppo_update_stats_feed_the_learner_gauges_the_dashboards_query():
         assert one(s, f"tag_learner_{key}") == pytest.approx(value_of[key], nan_ok=True), key
     assert "clipfrac" not in {x.labels.get("stat") for x in s.get("tag_learner_stat", [])}
     assert one(s, "tag_update_duration_seconds_count") == 1
+
+
+# ---------------------------------------------------------------------------------------------------- labels
+def _plan(config: str = "balance_3ppo_comm.toml"):
+    from pathlib import Path
+
+    from tag_actors import config as config_mod
+    from tag_actors.topology import build_plan
+
+    cfg = config_mod.load(Path(__file__).resolve().parents[1] / "configs" / config, [])
+    return cfg, build_plan(cfg)
+
+
+def test_every_link_and_reason_exists_at_zero_before_the_first_frame():
+    """A counter born at its first increment reads 1 at its first scrape and increase() sees nothing: so every
+    (link, reason) a process can count exists at 0 from the start, links from the plan, never from a peer."""
+    from tag_actors.run_metrics import process_links
+
+    _, plan = _plan()
+    m = ProcessMetrics("r", "agent", "l1.0", 1, "h")
+    peers, served = process_links(plan, "l1.0")
+    assert peers == ["l2.0", "env/0"] and served == ["l1.0"]
+    m.declare_links(peers, served)
+    s = samples_by_name(m.exposition().decode())
+    bad = {(x.labels["link"], x.labels["reason"]): x.value for x in s["tag_bad_frames_total"]}
+    want = {(p, r) for p in peers for r in BAD_FRAME_REASONS} | {("unknown@l1.0", r) for r in STRANGER_REASONS}
+    assert set(bad) == want
+    assert set(bad.values()) == {0.0}
+    for name in ("tag_frames_sent_total", "tag_frames_received_total", "tag_bytes_sent_total"):
+        assert {x.labels["link"]: x.value for x in s[name]} == {"l2.0": 0.0, "env/0": 0.0}, name
+
+    m.bad_frame("env/0", "truncated")
+    m.bad_frame("unknown@l1.0", "unknown_peer")
+    m.bad_frame("\x00intruder\ufffd@ipc:///x", "unknown_peer")  # an undeclared link: counted as 'unknown'
+    m.bad_frame("l2.0", "a reason nobody listed")  # counted as 'other'
+    s = samples_by_name(m.exposition().decode())
+    bad = {(x.labels["link"], x.labels["reason"]): x.value for x in s["tag_bad_frames_total"]}
+    assert bad[("env/0", "truncated")] == 1 and bad[("unknown@l1.0", "unknown_peer")] == 1
+    assert bad[("unknown", "unknown_peer")] == 1 and bad[("l2.0", "other")] == 1
+    assert not [k for k in bad if "\x00" in k[0] or "\ufffd" in k[0]]
+
+
+def test_env_links_are_its_parents_and_its_endpoints():
+    from tag_actors.run_metrics import process_links
+
+    _, plan = _plan()
+    assert process_links(plan, "env") == (["l1.0", "l1.1", "l1.2", "l1.3"], ["env/0", "env/1", "env/2", "env/3"])
+    assert process_links(plan, "l3.0") == (["l2.0", "l2.1"], [])
+
+
+def test_bad_frame_reasons_cover_every_reason_the_runtime_raises():
+    """Every literal reason given to BadFrame(...) or count_bad(...) in tag_actors/ is one of the bounded sets
+    (else it would be counted as 'other', losing what went wrong)."""
+    import re
+    from pathlib import Path
+
+    src = "\n".join(p.read_text() for p in (Path(__file__).resolve().parents[1] / "tag_actors").rglob("*.py"))
+    raised = set(re.findall(r'BadFrame\(\s*"(\w+)"', src)) | set(re.findall(r'count_bad\([^,]+,\s*"(\w+)"', src))
+    assert raised, "no reasons found: the pattern no longer matches the source"
+    assert raised <= set(BAD_FRAME_REASONS) | set(STRANGER_REASONS), raised - set(BAD_FRAME_REASONS)
+
+
+def test_a_stranger_is_counted_under_one_unknown_link(zctx, free_port):
+    """Two strangers with random (even binary) identities on one endpoint: one series, unknown@<owner>."""
+    import numpy as np
+
+    from tag_actors.transport import Hub
+    from tag_actors.wire import Kind, Message, encode
+
+    m = ProcessMetrics("r", "agent", "c", 1, "h")
+    m.declare_links(["p"], ["c"])
+    hub = Hub("c", on_bad_frame=m.bad_frame)
+    try:
+        endpoint = f"tcp://127.0.0.1:{free_port()}"
+        link = hub.serve_parent(endpoint, "p")
+        for identity in (b"\x00\xffstranger-1", os.urandom(8)):
+            sock = zctx.socket(zmq.DEALER)
+            sock.identity = identity
+            sock.connect(endpoint)
+            sock.send_multipart(encode(Message(Kind.DOWN, "x", batch=1, arrays={"a": np.ones(1)})))
+        deadline = time.monotonic() + 10
+        while sum(hub.bad_frames.values()) < 2:
+            assert time.monotonic() < deadline, hub.bad_frames
+            if hub.wait([link], 0.2):
+                hub.try_recv(link)
+    finally:
+        hub.close()
+    assert set(hub.bad_frames) == {("unknown@c", "unknown_peer")}
+    s = samples_by_name(m.exposition().decode())
+    assert one(s, "tag_bad_frames_total", link="unknown@c", reason="unknown_peer") == 2
+    links = {x.labels["link"] for x in s["tag_bad_frames_total"]}
+    assert links == {"p", "unknown@c"}, links
+
+
+# ---------------------------------------------------------------------------------------------------- features
+def test_decisions_are_not_ticks():
+    m = ProcessMetrics("r", "agent", "l3.0", 3, "h")
+    for t in range(12):
+        m.tick()
+        if t % 4 == 0:  # period 4
+            m.decision(0.001)
+    s = samples_by_name(m.exposition().decode())
+    assert one(s, "tag_ticks_total") == 12
+    assert one(s, "tag_decisions_total") == 3
+    assert one(s, "tag_act_duration_seconds_count") == 3
+
+
+# The series budget of one process, by type: a base (its own series: up, info, ticks, act time, episodes, the
+# client's process_* / python_* series and its features' histograms) plus what each link costs: 17 per
+# configured peer (frames and bytes sent and received, 13 bad-frame reasons) and 2 per endpoint it serves
+# (strangers: unknown_peer, auth). The old metrics exposed ~195 series per process, most of them buckets of
+# histograms the process never fills (an env with learner and LLM histograms). Raising a base is a decision: say
+# why. tests/test_monitoring.py checks the processes of a real run against the same budget.
+SERIES_BASE = {
+    "env": 80,
+    "learner_with_parent": 130,  # + update duration (18) and round trip to the parent (21) histograms
+    "learner_top": 110,
+    "llm_top_async": 105,  # + LLM latency histogram (16), outcomes (5), tokens (2)
+    "heuristic_with_parent": 100,
+}
+SERIES_PER_PEER, SERIES_PER_ENDPOINT = 4 + len(BAD_FRAME_REASONS), len(STRANGER_REASONS)
+
+
+def series_budget(kind: str, peers: int, endpoints: int) -> int:
+    return SERIES_BASE[kind] + SERIES_PER_PEER * peers + SERIES_PER_ENDPOINT * endpoints
+
+
+SERIES_BUDGET = SERIES_BASE  # the process types
+
+NOT_FOR = {
+    "env": ("tag_learner_", "tag_update", "tag_llm_", "tag_decisions", "tag_checkpoint", "tag_message_roundtrip",
+            "tag_instruction_staleness", "tag_queue_depth"),
+    "learner_with_parent": ("tag_llm_", "tag_env_steps", "tag_instruction_staleness"),
+    "learner_top": ("tag_llm_", "tag_env_steps", "tag_message_roundtrip", "tag_instruction_staleness"),
+    "llm_top_async": ("tag_learner_", "tag_update", "tag_env_steps", "tag_message_roundtrip"),
+    "heuristic_with_parent": ("tag_learner_", "tag_update", "tag_llm_", "tag_env_steps"),
+}
+
+
+def process_of_type(kind: str) -> ProcessMetrics:
+    """A ProcessMetrics set up as the actor sets up one of that type (features from agent_features)."""
+    from tag_actors.run_metrics import enable_agent_metrics, process_links
+
+    class Learner:  # what agent_features looks at: an overridden update(), an on_call hook
+        def update(self):
+            return {}
+
+    class Heuristic:
+        from tag_actors.agents.base import Agent
+
+        update = Agent.update
+
+    class LLM(Heuristic):
+        on_call = None
+
+    _, plan = _plan()
+    name = {"env": "env", "learner_with_parent": "l1.0", "heuristic_with_parent": "l2.0"}.get(kind, "l3.0")
+    m = ProcessMetrics("r", "env" if name == "env" else "agent", name, plan.level_of(name), "h")
+    m.declare_links(*process_links(plan, name))
+    if name != "env":
+        agent = {"learner_with_parent": Learner, "learner_top": Learner, "llm_top_async": LLM}.get(kind, Heuristic)()
+        parent = plan.parent[name]
+        enable_agent_metrics(m, agent, parent, parent is not None)
+    return m
+
+
+@pytest.mark.parametrize("kind", sorted(SERIES_BUDGET))
+def test_series_budget_per_process_type(kind):
+    from tag_actors.run_metrics import process_links
+
+    m = process_of_type(kind)
+    m.set_up()
+    samples = [x for fam in text_string_to_metric_families(m.exposition().decode()) for x in fam.samples]
+    peers, served = process_links(_plan()[1], m.name)
+    budget = series_budget(kind, len(peers), len(served))
+    assert len(samples) <= budget, f"{kind}: {len(samples)} series, budget {budget}"
+    names = {x.name for x in samples}
+    wrong = sorted(n for n in names if n.startswith(NOT_FOR[kind]))
+    assert not wrong, f"{kind} exposes series for what it never does: {wrong}"
+    assert {"tag_up", "tag_ticks_total", "tag_episodes_total", "tag_bad_frames_total"} <= names
+
+
+def test_a_feature_used_without_being_enabled_is_enabled_on_first_use():
+    m = ProcessMetrics("r", "env", "env", 0, "h")
+    assert "tag_updates_total" not in m.exposition().decode()
+    m.learner({"policy_loss": 0.5})
+    assert one(samples_by_name(m.exposition().decode()), "tag_updates_total") == 1
+    with pytest.raises(ValueError, match="unknown feature"):
+        m.enable("telepathy")
+
+
+# ---------------------------------------------------------------------------------------------------- scrapes
+def test_set_down_waits_for_the_next_scrape_only_when_something_scrapes():
+    m = ProcessMetrics("r", "agent", "a", 1, "h")
+    t0 = time.monotonic()
+    assert m.set_down(deliver_s=5.0) is False  # never scraped: no wait at all
+    assert time.monotonic() - t0 < 1.0
+    m.set_up()
+    m.exposition()
+    m.exposition()  # two scrapes: an interval is known
+    got: list[bytes] = []
+    scraper = threading.Timer(0.3, lambda: got.append(m.exposition()))
+    scraper.start()
+    try:
+        assert m.set_down(deliver_s=5.0) is True
+    finally:
+        scraper.join()
+    assert b"tag_up{" in got[0] and 'tag_up{agent="a",config="r",host="h",level="1",run="r"} 0.0' in got[0].decode()
+
+
+# ---------------------------------------------------------------------------------------------------- run state
+def test_run_id_is_unique_per_launch():
+    from pathlib import Path
+
+    from tag_actors.run_metrics import run_id
+
+    t = time.mktime((2026, 11, 30, 2, 13, 30, 0, 0, -1))
+    assert run_id(Path("runs/bal-20261130-021330"), t, fresh=True) == "bal-20261130-021330"
+    assert run_id(Path("runs/bal-20261130-021330"), t + 3600, fresh=False) == "bal-20261130-021330-20261130-031330"
+    assert run_id(Path("/tmp/x/run"), t, fresh=True) == "run-20261130-021330"
+    assert run_id(Path("/tmp/x/run"), t + 5, fresh=True) != run_id(Path("/tmp/x/run"), t, fresh=True)
+    assert run_id(Path("runs/shared"), t, fresh=False, shared=True) == "shared"
+
+
+def test_run_metrics_state_progress_eta_and_first_failure(tmp_path):
+    from tag_actors.run_metrics import RunMetrics
+
+    events = tmp_path / "events"
+    events.mkdir()
+    rm = RunMetrics("bal-1", "bal", "h", tmp_path, total_env_steps=10_000)
+
+    def scrape() -> dict:
+        return samples_by_name(generate_latest(rm.registry).decode())
+
+    s = scrape()
+    info = s["tag_run_info"][0].labels
+    assert (info["state"], info["failed_process"], info["run"], info["config"]) == ("running", "", "bal-1", "bal")
+    assert one(s, "tag_run_progress_ratio") == 0 and "tag_run_eta_seconds" not in s
+    with (events / "env.jsonl").open("w") as f:
+        for steps, rate in ((1000, 500.0), (2000, 500.0)):
+            f.write(json.dumps({"type": "status", "name": "env", "env_steps": steps, "env_steps_per_s": rate}) + "\n")
+        f.write('{"type": "status", "env_st')  # a line being written: read on a later scrape
+    s = scrape()
+    assert one(s, "tag_run_env_steps") == 2000 and one(s, "tag_run_progress_ratio") == pytest.approx(0.2)
+    assert one(s, "tag_run_eta_seconds") == pytest.approx(8000 / 500)
+    rm.failed("l1.2", "killed by SIGKILL")
+    rm.failed("l1.1", "exit code 3")  # a neighbour that lost its peer: not the cause
+    rm.end(1)
+    s = scrape()
+    assert len(s["tag_run_info"]) == 1
+    info = s["tag_run_info"][0].labels
+    assert (info["state"], info["failed_process"], info["failure"]) == ("failed", "l1.2", "killed by SIGKILL")
+    assert "tag_run_eta_seconds" not in s and one(s, "tag_run_end_time_seconds") > 0
+    for code, state in ((0, "finished"), (130, "stopped"), (2, "failed")):
+        r = RunMetrics("x", "x", "h", tmp_path, 1)
+        r.end(code)
+        assert r.state == state
+
+
+def test_sweep_removes_links_of_runs_that_are_over(tmp_path):
+    from tag_actors.metrics import link_file_sd
+    from tag_actors.run_metrics import sweep_links
+
+    targets = tmp_path / "monitoring" / "targets"
+    entry = [file_sd_target("127.0.0.1", 1, run="r", level=1, agent="a", host="h", role="agent")]
+
+    def run(name: str, pid: int | None, entries=entry) -> Path:
+        d = tmp_path / "runs" / name
+        write_file_sd(d / "prometheus_targets.json", entries)
+        (d / "plan.json").write_text(json.dumps({"launcher_pid": pid}))
+        return link_file_sd(d / "prometheus_targets.json", targets)
+
+    from pathlib import Path
+
+    launcher = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "tag_actors.launch"])
+    try:
+        live = run("live", launcher.pid)
+        killed = run("killed", 2**22 + 12345)  # no such process
+        finished = run("finished", launcher.pid, [])  # the launcher emptied its list
+        gone = run("gone", launcher.pid)
+        (tmp_path / "runs" / "gone" / "prometheus_targets.json").unlink()
+        removed = sweep_links(targets)
+        assert sorted(p.name for p in removed) == sorted(p.name for p in (killed, finished, gone))
+        assert [p.name for p in targets.iterdir()] == [live.name]
+    finally:
+        launcher.kill()
+        launcher.wait(timeout=10)
+    assert sweep_links(targets) == [live]  # its launcher is gone now
