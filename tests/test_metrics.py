@@ -504,8 +504,8 @@ def test_decisions_are_not_ticks():
 # why. tests/test_monitoring.py checks the processes of a real run against the same budget.
 SERIES_BASE = {
     "env": 80,
-    "learner_with_parent": 130,  # + update duration (18) and round trip to the parent (21) histograms
-    "learner_top": 110,
+    "learner_with_parent": 135,  # + update duration (18) and round trip to the parent (21) histograms
+    "learner_top": 115,
     "llm_top_async": 105,  # + LLM latency histogram (16), outcomes (5), tokens (2)
     "heuristic_with_parent": 100,
 }
@@ -552,6 +552,8 @@ def process_of_type(kind: str) -> ProcessMetrics:
         agent = {"learner_with_parent": Learner, "learner_top": Learner, "llm_top_async": LLM}.get(kind, Heuristic)()
         parent = plan.parent[name]
         enable_agent_metrics(m, agent, parent, parent is not None)
+        if "learner" in m.features:  # the statistics a PPO update reports (3 of them go to tag_learner_stat)
+            m.learner(dict.fromkeys((*LEARNER_STATS, "clipfrac", "epochs", "transitions", "updates"), 0.5))
     return m
 
 
