@@ -97,7 +97,9 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import (
     CollectorRegistry,
@@ -108,7 +110,7 @@ from prometheus_client import (
     Info,
     PlatformCollector,
     ProcessCollector,
-    start_http_server,
+    make_wsgi_app,
 )
 from prometheus_client.metrics_core import Metric
 
@@ -270,17 +272,13 @@ class MetricsPortError(OSError):
 
 
 class _ConstLabelCollector:
-    """Re-exposes every metric of an inner registry with constant labels added and ``*_created`` dropped, and
-    notes the time of each collection (a scrape) for :meth:`ProcessMetrics.wait_for_scrape`."""
+    """Re-exposes every metric of an inner registry with constant labels added and ``*_created`` dropped."""
 
-    def __init__(self, inner: CollectorRegistry, labels: Mapping[str, str], on_collect: Any = None):
+    def __init__(self, inner: CollectorRegistry, labels: Mapping[str, str]):
         self._inner = inner
         self._labels = dict(labels)
-        self._on_collect = on_collect
 
     def collect(self) -> Iterator[Metric]:
-        if self._on_collect is not None:
-            self._on_collect()
         const = self._labels
         for metric in self._inner.collect():
             out = Metric(metric.name, metric.documentation, metric.type, metric.unit)
@@ -293,8 +291,9 @@ class _ConstLabelCollector:
 
 
 class ScrapeClock:
-    """When this process's /metrics was last read, and how often: lets a process that stops deliver its last
-    state (tag_up 0, a run's final state) to the Prometheus that scrapes it, without waiting when nobody does."""
+    """When this process's /metrics was last delivered, and how often: lets a process that stops deliver its
+    last state (tag_up 0, a run's final state) to the Prometheus that scrapes it, without waiting when nobody
+    does. Ticked once a response has been written to the socket, not when it is computed."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
@@ -308,13 +307,13 @@ class ScrapeClock:
             self._cond.notify_all()
 
     def wait_next(self, max_wait_s: float = 10.0) -> bool:
-        """Wait for the next scrape (at most 1.5 observed intervals + 0.5 s, and ``max_wait_s``). Returns False
-        at once when nothing ever scraped, or when the scrape did not come in time."""
+        """Wait for the next scrape (at most 3 observed intervals + 1 s, and ``max_wait_s``: a loaded machine
+        delays scrapes). Returns False at once when nothing ever scraped, or when none came in time."""
         with self._cond:
             if not self.count:
                 return False
             interval = self.times[-1] - self.times[0] if len(self.times) == 2 else max_wait_s
-            timeout = min(max_wait_s, 1.5 * interval + 0.5)
+            timeout = min(max_wait_s, 3 * interval + 1.0)
             seen = self.count
             return self._cond.wait_for(lambda: self.count > seen, timeout)
 
@@ -366,7 +365,7 @@ class ProcessMetrics:
         inner = CollectorRegistry(auto_describe=True)
         self._inner = inner
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_ConstLabelCollector(inner, self.labels, self.scrapes.tick))
+        self.registry.register(_ConstLabelCollector(inner, self.labels))
         ProcessCollector(registry=inner)
         PlatformCollector(registry=inner)
         GCCollector(registry=inner)
@@ -554,7 +553,11 @@ class ProcessMetrics:
         if self._httpd is not None:
             raise RuntimeError(f"ProcessMetrics {self.name!r}: already serving on {self.addr}:{self.port}")
         self._httpd, self._thread, self.port = serve_registry(
-            self.registry, port, addr, f"process {self.name!r} (role {self.role}, level {self.level}, run {self.run!r})"
+            self.registry,
+            port,
+            addr,
+            f"process {self.name!r} (role {self.role}, level {self.level}, run {self.run!r})",
+            on_sent=self.scrapes.tick,
         )
         self.addr = addr
         return self.port
@@ -765,17 +768,54 @@ class ProcessMetrics:
             return child
 
 
-def serve_registry(registry: CollectorRegistry, port: int, addr: str, who: str) -> tuple[Any, Any, int]:
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        """No access log on stderr (a scrape every second would flood the process's log)."""
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _Delivered:
+    """A WSGI body whose ``close()`` (called by wsgiref once the body is written to the socket) reports the
+    scrape: a process may exit right after, and the scraper still reads what it was sent."""
+
+    def __init__(self, body: Iterable[bytes], on_sent: Any):
+        self._body, self._on_sent = body, on_sent
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._body)
+
+    def close(self) -> None:
+        close = getattr(self._body, "close", None)
+        if close is not None:
+            close()
+        self._on_sent()
+
+
+def serve_registry(
+    registry: CollectorRegistry, port: int, addr: str, who: str, on_sent: Any = None
+) -> tuple[Any, Any, int]:
     """Serve ``registry`` on ``addr:port`` (0: a free port) in a daemon thread: (server, thread, bound port).
-    A port that cannot be bound raises MetricsPortError naming ``who``."""
+    ``on_sent()`` is called after each response has been written (the scrape delivered). A port that cannot be
+    bound raises MetricsPortError naming ``who``."""
+    metrics_app = make_wsgi_app(registry)
+
+    def app(environ: dict, start_response: Any) -> Any:
+        body = metrics_app(environ, start_response)
+        return _Delivered(body, on_sent) if on_sent is not None else body
+
     try:
-        httpd, thread = start_http_server(int(port), addr=addr, registry=registry)
+        httpd = make_server(addr, int(port), app, _Server, handler_class=_QuietHandler)
     except OSError as exc:
         raise MetricsPortError(
             exc.errno,
             f"metrics port {port} on {addr} cannot be bound for {who}: {exc.strerror or exc}; "
             f"another process (maybe another run) is using it: choose another port, or port 0 for a free one",
         ) from exc
+    thread = threading.Thread(target=httpd.serve_forever, name=f"metrics {who}", daemon=True)
+    thread.start()
     return httpd, thread, int(httpd.server_address[1])
 
 

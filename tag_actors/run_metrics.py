@@ -99,13 +99,17 @@ class RunMetrics:
         self.run_dir = run_dir
         self.total_env_steps = int(total_env_steps)
         self.state = "running"
+        self._provisional = False  # "finished" read from the env's end record, before the launcher's own verdict
         self.failed_process = ""
         self.failure = ""
         self.started = time.time()
         self.ended = 0.0
         self.env_steps = 0
         self._rates: deque[float] = deque(maxlen=5)
-        self._offset = 0
+        try:  # a reused folder (--resume, a second launch) holds earlier runs' records: only read what is new
+            self._offset = (run_dir / "events" / "env.jsonl").stat().st_size
+        except OSError:
+            self._offset = 0
         self.scrapes = ScrapeClock()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
@@ -115,7 +119,7 @@ class RunMetrics:
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> int:
         self._httpd, self._thread, self.port = serve_registry(
-            self.registry, port, addr, f"the launcher of run {self.labels['run']!r}"
+            self.registry, port, addr, f"the launcher of run {self.labels['run']!r}", on_sent=self.scrapes.tick
         )
         return self.port
 
@@ -129,13 +133,15 @@ class RunMetrics:
     # ------------------------------------------------------------------ state
     def failed(self, process: str, how: str) -> None:
         """The first failure wins: later ones (the neighbours that lost their peer) do not rename the cause."""
-        if self.state == "running":
+        if self.state == "running" or self._provisional:
             self.state, self.failed_process, self.failure = "failed", process, how
+            self._provisional = False
 
     def end(self, exit_code: int) -> None:
         """The final state from the launcher's exit code (0 finished, 130 stopped by the user, else failed)."""
-        if self.state == "running":
+        if self.state == "running" or self._provisional:
             self.state = {0: "finished", 130: "stopped"}.get(exit_code, "failed")
+            self._provisional = False
         self.ended = time.time()
 
     def deliver(self, max_wait_s: float = 10.0) -> bool:
@@ -163,9 +169,12 @@ class RunMetrics:
                 self.env_steps = int(e["env_steps"])
                 if e.get("env_steps_per_s", 0) > 0:
                     self._rates.append(float(e["env_steps_per_s"]))
+            elif e.get("type") == "end" and e.get("reason") == "completed" and self.state == "running":
+                # the env reached the target: the processes now stop one by one, on purpose. Said at once, so
+                # no alert reads their going as a failure (a failure after this still wins: see failed, end)
+                self.state, self._provisional = "finished", True
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        self.scrapes.tick()
         self._follow()
         names, values = list(self.labels), list(self.labels.values())
 

@@ -584,21 +584,30 @@ def test_a_feature_used_without_being_enabled_is_enabled_on_first_use():
 
 # ---------------------------------------------------------------------------------------------------- scrapes
 def test_set_down_waits_for_the_next_scrape_only_when_something_scrapes():
+    """A process that stops cleanly reports tag_up 0 and waits until a scrape has *delivered* it (the response
+    written), so the alert rules can tell a clean stop from a crash; nobody scraping: no wait at all."""
     m = ProcessMetrics("r", "agent", "a", 1, "h")
-    t0 = time.monotonic()
-    assert m.set_down(deliver_s=5.0) is False  # never scraped: no wait at all
-    assert time.monotonic() - t0 < 1.0
-    m.set_up()
-    m.exposition()
-    m.exposition()  # two scrapes: an interval is known
-    got: list[bytes] = []
-    scraper = threading.Timer(0.3, lambda: got.append(m.exposition()))
-    scraper.start()
+    port = m.serve(0)
     try:
-        assert m.set_down(deliver_s=5.0) is True
+        t0 = time.monotonic()
+        assert m.set_down(deliver_s=5.0) is False  # never scraped: no wait
+        assert time.monotonic() - t0 < 1.0
+        m.set_up()
+        scrape(port)
+        scrape(port)  # two scrapes: an interval is known
+        got: list[str] = []
+        scraper = threading.Timer(0.3, lambda: got.append(scrape(port)))
+        scraper.start()
+        try:
+            assert m.set_down(deliver_s=5.0) is True
+        finally:
+            scraper.join()
+        assert 'tag_up{agent="a",config="r",host="h",level="1",run="r"} 0.0' in got[0]
+        t0 = time.monotonic()
+        assert m.set_down(deliver_s=5.0) is False  # scraped before, nobody now: waits ~1.5 intervals, no more
+        assert time.monotonic() - t0 < 5.0
     finally:
-        scraper.join()
-    assert b"tag_up{" in got[0] and 'tag_up{agent="a",config="r",host="h",level="1",run="r"} 0.0' in got[0].decode()
+        m.close()
 
 
 # ---------------------------------------------------------------------------------------------------- run state
@@ -613,6 +622,10 @@ def test_run_id_is_unique_per_launch():
     assert run_id(Path("/tmp/x/run"), t, fresh=True) == "run-20261130-021330"
     assert run_id(Path("/tmp/x/run"), t + 5, fresh=True) != run_id(Path("/tmp/x/run"), t, fresh=True)
     assert run_id(Path("runs/shared"), t, fresh=False, shared=True) == "shared"
+
+
+def scrape_of(rm) -> dict:
+    return samples_by_name(generate_latest(rm.registry).decode())
 
 
 def test_run_metrics_state_progress_eta_and_first_failure(tmp_path):
@@ -644,6 +657,19 @@ def test_run_metrics_state_progress_eta_and_first_failure(tmp_path):
     info = s["tag_run_info"][0].labels
     assert (info["state"], info["failed_process"], info["failure"]) == ("failed", "l1.2", "killed by SIGKILL")
     assert "tag_run_eta_seconds" not in s and one(s, "tag_run_end_time_seconds") > 0
+    # the env's end record says "finished" at once (a failure during the shutdown still wins); records of an
+    # earlier run in the same folder are not read
+    r = RunMetrics("y", "y", "h", tmp_path, 10_000)
+    assert scrape_of(r)["tag_run_info"][0].labels["state"] == "running"
+    with (events / "env.jsonl").open("a") as f:
+        f.write('us", "env_steps": 1}\n')  # the rest of the earlier run's partial line: not a record
+    assert scrape_of(r)["tag_run_info"][0].labels["state"] == "running"
+    with (events / "env.jsonl").open("a") as f:
+        f.write(json.dumps({"type": "end", "name": "env", "reason": "completed"}) + "\n")
+    assert scrape_of(r)["tag_run_info"][0].labels["state"] == "finished"
+    r.failed("l3.0", "exit code 1")
+    r.end(1)
+    assert (r.state, r.failed_process) == ("failed", "l3.0")
     for code, state in ((0, "finished"), (130, "stopped"), (2, "failed")):
         r = RunMetrics("x", "x", "h", tmp_path, 1)
         r.end(code)

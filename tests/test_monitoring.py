@@ -778,7 +778,7 @@ def test_two_runs_clean_finish_bad_frames_and_a_kill(tmp_path, launch):
             t_data = time.monotonic() - t0
 
             # one config, two runs; the dashboards' $run offers the newest first
-            runs = query(base, f'group by (run, config) (tag_up{{config="{name}"}})')
+            runs = query(base, f'group by (run, config) (last_over_time(tag_up{{config="{name}"}}[10m]))')
             assert {r["metric"]["run"] for r in runs} == {run_a, run_b}, runs
             (_, _, run_var), *_ = [v for v in variable_queries() if v[1] == "run"]
             order = [r["metric"]["run"] for r in query(base, run_var)]
@@ -862,6 +862,11 @@ def test_two_runs_clean_finish_bad_frames_and_a_kill(tmp_path, launch):
                 f"alerts seen after the kill {sorted(seen)} (pending: {pending}); done at {time.monotonic() - t0:.1f} s"
             )
     finally:
+        for proc in launch.procs:  # a launcher stopped by SIGTERM stops its run and cleans up (sockets, link)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.communicate(timeout=30)
         for link in (MON / "targets").glob(f"{name}-*.json"):
             link.unlink(missing_ok=True)
         launch.close()
