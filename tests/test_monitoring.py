@@ -99,7 +99,7 @@ def variable_queries() -> list[tuple[str, str, str]]:
     return out
 
 
-SUBST = [("$__rate_interval", "10s"), ("$level", ".*"), ("$agent", ".*"), ("$link", ".*")]
+SUBST = [("$__rate_interval", "10s"), ("$__range", "1h"), ("$level", ".*"), ("$agent", ".*"), ("$link", ".*")]
 
 
 def concrete(expr: str, run: str) -> str:
@@ -781,7 +781,7 @@ def test_two_runs_clean_finish_bad_frames_and_a_kill(tmp_path, launch):
             runs = query(base, f'group by (run, config) (last_over_time(tag_up{{config="{name}"}}[10m]))')
             assert {r["metric"]["run"] for r in runs} == {run_a, run_b}, runs
             (_, _, run_var), *_ = [v for v in variable_queries() if v[1] == "run"]
-            order = [r["metric"]["run"] for r in query(base, run_var)]
+            order = [r["metric"]["run"] for r in query(base, concrete(run_var, run_b))]
             assert order[:2] == [run_b, run_a], order
             # the mean-return panel of B averages B's episodes only
             mean = next(q for q, w in live_queries(base, run_b).items() if "Mean episode return per level" in w)
@@ -869,9 +869,11 @@ def test_two_runs_clean_finish_bad_frames_and_a_kill(tmp_path, launch):
                     proc.communicate(timeout=30)
         for link in (MON / "targets").glob(f"{name}-*.json"):
             link.unlink(missing_ok=True)
-        launch.close()
-        launch.check_clean()
-        shutil.rmtree(run_dir, ignore_errors=True)
+        try:
+            launch.close()
+            launch.check_clean()
+        finally:
+            shutil.rmtree(run_dir, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------------- stale links

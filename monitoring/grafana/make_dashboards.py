@@ -48,11 +48,13 @@ def var(name: str, query: str, label: str | None = None) -> dict:
 
 
 def run_var() -> dict:
-    """One run, the newest by default: runs sorted by their launcher's start time, newest first (Grafana selects
-    the first option when none is chosen; sort 0 keeps the query's order)."""
+    """One run, the newest by default: the runs of the dashboard's time range (ended ones too), sorted by their
+    launcher's start time, newest first (Grafana selects the first option when none is chosen; sort 0 keeps the
+    query's order)."""
     v = var(
         "run",
-        'query_result(sort_desc(max by (run) (tag_run_start_time_seconds{job="tag_launcher"})))',
+        "query_result(sort_desc(max by (run) "
+        '(max_over_time(tag_run_start_time_seconds{job="tag_launcher"}[$__range]))))',
     )
     v.update(
         includeAll=False,
