@@ -779,19 +779,22 @@ class _Server(ThreadingMixIn, WSGIServer):
 
 class _Delivered:
     """A WSGI body whose ``close()`` (called by wsgiref once the body is written to the socket) reports the
-    scrape: a process may exit right after, and the scraper still reads what it was sent."""
+    scrape, if every chunk was written: a process may exit right after, and the scraper still reads it."""
 
     def __init__(self, body: Iterable[bytes], on_sent: Any):
         self._body, self._on_sent = body, on_sent
+        self._written = False
 
     def __iter__(self) -> Iterator[bytes]:
-        return iter(self._body)
+        yield from self._body
+        self._written = True  # asked for more after writing the last chunk: no write failed
 
     def close(self) -> None:
         close = getattr(self._body, "close", None)
         if close is not None:
             close()
-        self._on_sent()
+        if self._written:
+            self._on_sent()
 
 
 def serve_registry(
