@@ -301,7 +301,9 @@ def test_link_file_sd(tmp_path):
     assert link.name == "exp1.json" and link.is_symlink()
     assert not link.readlink().is_absolute()
     assert read_file_sd(link) == read_file_sd(run_file)
-    link_file_sd(run_file, tmp_path / "monitoring" / "targets")  # idempotent
+    assert link_file_sd(run_file, tmp_path / "monitoring" / "targets") == link  # idempotent
+    assert read_file_sd(link) == read_file_sd(run_file)
+    assert [p.name for p in (tmp_path / "monitoring" / "targets").iterdir()] == ["exp1.json"]  # no temporary left
 
 
 def test_module_is_light():
