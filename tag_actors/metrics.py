@@ -250,8 +250,8 @@ BAD_FRAME_REASONS: tuple[str, ...] = (
 )
 #: why a frame from a stranger (an identity other than the configured peer) was dropped
 STRANGER_REASONS: tuple[str, ...] = ("unknown_peer", "auth")
-#: LLM call outcomes counted under their own name (anything else: ``other``)
-LLM_OUTCOMES: tuple[str, ...] = ("ok", "error", "timeout", "invalid", "other")
+#: LLM call outcomes counted under their own name: tag_actors.agents.llm.OUTCOMES (anything else: ``other``)
+LLM_OUTCOMES: tuple[str, ...] = ("ok", "timeout", "http_error", "connection_error", "bad_reply", "other")
 #: optional groups of series a process may have (see the module docstring)
 FEATURES: frozenset[str] = frozenset(
     {"env", "decisions", "roundtrip", "staleness", "learner", "checkpoint", "llm"}

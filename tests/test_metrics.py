@@ -707,3 +707,19 @@ def test_sweep_removes_links_of_runs_that_are_over(tmp_path):
         launcher.kill()
         launcher.wait(timeout=10)
     assert sweep_links(targets) == [live]  # its launcher is gone now
+
+
+def test_llm_outcomes_are_the_agents():
+    """Every outcome the LLM agent reports has its own series from the start (else it would read 'other')."""
+    from tag_actors.agents.llm import OUTCOMES
+    from tag_actors.metrics import LLM_OUTCOMES
+
+    assert set(OUTCOMES) <= set(LLM_OUTCOMES)
+    m = ProcessMetrics("r", "agent", "top", 2, "h", features={"llm"})
+    s = samples_by_name(m.exposition().decode())
+    assert {x.labels["outcome"]: x.value for x in s["tag_llm_requests_total"]} == dict.fromkeys(LLM_OUTCOMES, 0.0)
+    m.llm_call("bad_reply", 0.1, 10, 2)
+    m.llm_call("something new", 0.1, 10, 2)
+    s = samples_by_name(m.exposition().decode())
+    assert one(s, "tag_llm_requests_total", outcome="bad_reply") == 1
+    assert one(s, "tag_llm_requests_total", outcome="other") == 1
