@@ -40,7 +40,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 
-from tag_actors.metrics import ScrapeClock, read_file_sd, serve_registry, unknown_link, write_file_sd
+from tag_actors.metrics import unknown_link
+from tag_actors.metrics_serving import ScrapeClock, read_file_sd, serve_registry, write_file_sd
 
 STATES = ("running", "finished", "failed", "stopped")
 _STAMP = "%Y%m%d-%H%M%S"

@@ -316,20 +316,40 @@ def test_module_is_light():
 
 
 def test_hot_path_cost():
-    """tick() + observe_act() + frame_sent() should cost a few microseconds at most (about 2 us measured)."""
+    """tick() + decision() + frame_sent() cost about what the bare prometheus_client calls they wrap cost (a
+    counter, a histogram, two labelled counters bound once): a ratio measured side by side, which a loaded
+    machine does not skew the way an absolute time does."""
     import timeit
 
-    m = ProcessMetrics("r", "agent", "a", 1, "h")
-    m.frame_sent("up", 1)
+    from prometheus_client import CollectorRegistry, Counter, Histogram
 
-    def call():
+    m = ProcessMetrics("r", "agent", "a", 1, "h")
+    m.declare_links(["up"])
+
+    def ours():
         m.tick()
-        m.observe_act(0.0012)
+        m.decision(0.0012)
         m.frame_sent("up", 1200)
 
-    n = 20000
-    best = min(timeit.repeat(call, number=n, repeat=5)) / n
-    assert best < 20e-6, f"{best * 1e6:.1f} us per tick()+observe_act()+frame_sent()"
+    reg = CollectorRegistry()
+    ticks, decisions = Counter("t", "t", registry=reg), Counter("d", "d", registry=reg)
+    act = Histogram("a", "a", registry=reg)
+    frames, nbytes = Counter("f", "f", ["link"], registry=reg).labels("up"), Counter("b", "b", ["link"], registry=reg).labels("up")
+
+    def bare():
+        ticks.inc()
+        decisions.inc()
+        act.observe(0.0012)
+        frames.inc()
+        nbytes.inc(1200)
+
+    n = 5000
+    ratios = []
+    for _ in range(5):  # interleaved, best of each: the same load for both
+        t_ours = min(timeit.repeat(ours, number=n, repeat=3))
+        t_bare = min(timeit.repeat(bare, number=n, repeat=3))
+        ratios.append(t_ours / t_bare)
+    assert min(ratios) < 1.6, f"ProcessMetrics hot path is {min(ratios):.2f}x the bare client calls ({ratios})"
 
 
 def test_ppo_update_stats_feed_the_learner_gauges_the_dashboards_query():
