@@ -24,6 +24,7 @@ import argparse
 import importlib.util
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -46,6 +47,7 @@ TASK = ("Four robots carry a package on a long bar to a goal. Each child message
 def _server_helpers():
     spec = importlib.util.spec_from_file_location("llm_server", ROOT / "scripts" / "llm_server.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("llm_server", mod)  # dataclasses look their module up there
     spec.loader.exec_module(mod)
     return mod
 
@@ -94,12 +96,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nvec", default="3,3,3,3", help="MultiDiscrete goals per child, e.g. 3,3,3,3")
     ap.add_argument("--child-dim", type=int, default=16, help="length of each child's message")
     ap.add_argument("--parent-dim", type=int, default=0, help="numbers of the parent's instruction (0: none)")
-    ap.add_argument("--number-format", default="int", choices=("int", "decimal"))
+    ap.add_argument("--number-format", default="int", choices=("int", "digit", "decimal"))
+    ap.add_argument("--obs-scale", type=float, default=None, help="obs_scale (default: the agent's)")
     ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument("--no-schema", action="store_true", help="send no response_format")
     ap.add_argument("--phases", default="sequential,concurrent")
     ap.add_argument("--json", action="store_true", help="print one JSON line with the results too")
     a = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))  # stop the server on the way out
 
     nvec = tuple(int(x) for x in a.nvec.split(","))
     layout = [(f"child_{i}", a.child_dim) for i in range(len(nvec))]
@@ -131,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             envs = 1 if phase == "sequential" else a.concurrency
             params = {"base_url": base_url, "max_tokens": a.max_tokens, "timeout_s": 60.0, "task": TASK,
                       "use_json_schema": not a.no_schema, "number_format": a.number_format}
+            if a.obs_scale:
+                params["obs_scale"] = a.obs_scale
             if phase == "concurrent":
                 params.update(batch_mode="subset", envs_per_call=envs, concurrency=envs)
             ctx = AgentContext(name="top", level=2, obs_dim=obs_dim, action_space=MultiDiscrete(nvec),

@@ -52,6 +52,7 @@ def server_script():
     """scripts/llm_server.py as a module (it is a script, not part of the package)."""
     spec = importlib.util.spec_from_file_location("llm_server", ROOT / "scripts" / "llm_server.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("llm_server", mod)  # dataclasses look their module up there
     spec.loader.exec_module(mod)
     return mod
 

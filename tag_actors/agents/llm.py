@@ -15,9 +15,11 @@ prompt from its KV cache in milliseconds. So the prompt is two messages:
   first call.
 * ``user``: only the numbers, one line per block, ``child_0: 3 -1 0 12 ...``. With ``number_format = "int"``
   (the default) each number is ``round(value * obs_scale)`` clipped to ``[-int_max, int_max]``: with the
-  defaults (``obs_scale = 10``, ``int_max = 99``), at most 2 digits and a sign, space separated, which the
-  SmolLM2 tokenizer writes in 1-3 tokens, against 5-6 for ``-0.42,``; the scale is stated once, in the system
-  message. ``number_format = "decimal"`` writes values rounded to 2 decimals instead.
+  defaults (``obs_scale = 10``, ``int_max = 99``), at most 2 digits and a sign, space separated. SmolLM2's
+  tokenizer splits digits, so 64 such numbers are 131 tokens (2.0 per number), against 382 (6.0) rounded to 2
+  decimals. ``number_format = "digit"`` writes each number as one digit (``5 + round(value * obs_scale)``
+  clipped to 0..9, fixed width, no separator: ``child_0: 5537...``), 1 token per number, 64 for the same
+  block; ``"decimal"`` writes 2 decimals. The scale is stated once, in the system message.
 
 ``benchmarks/bench_llm.py`` prints the tokens of each part per decision. Observations of the envs here change
 in every component at every step, so sending "only what changed since the last call" would save nothing; it is
@@ -75,7 +77,7 @@ OUTCOMES = ("ok", "timeout", "http_error", "connection_error", "bad_reply")
 FALLBACKS = ("hold", "zeros", "random")
 BATCH_MODES = ("shared", "subset")
 SCHEMA_STYLES = ("auto", "json_schema", "json_object")
-NUMBER_FORMATS = ("int", "decimal")
+NUMBER_FORMATS = ("int", "digit", "decimal")
 _IGNORED_KEYS = frozenset({"type"})  # the agent-type selector may sit in the same config table
 
 
@@ -118,10 +120,12 @@ class LLMConfig:
     clip_box: bool = True
     """Box actions: clip values outside ``[low, high]`` into it (true) or reject the reply as ``bad_reply``."""
     number_format: str = "int"
-    """How observation numbers are written: ``int`` (``round(value * obs_scale)``, clipped to ``+-int_max``) or
-    ``decimal`` (rounded to 2 decimals; about twice the prompt tokens)."""
+    """How observation numbers are written: ``int`` (``round(value * obs_scale)``, clipped to ``+-int_max``,
+    space separated; ~2 tokens per number), ``digit`` (one digit per number, ``5 + round(value * obs_scale)``
+    clipped to 0..9, no separator; 1 token per number) or ``decimal`` (2 decimals; ~6 tokens per number)."""
     obs_scale: float = 10.0
-    """``int`` format: the factor applied before rounding (10: one decimal of resolution)."""
+    """``int`` and ``digit`` formats: the factor applied before rounding (10: one decimal of resolution; use
+    about 4 with ``digit``, so that values in [-1.1, 1.1] keep distinct digits)."""
     int_max: int = 99
     """``int`` format: numbers are clipped to ``[-int_max, int_max]``, which bounds their width."""
 
@@ -329,6 +333,9 @@ def format_numbers(values: np.ndarray, number_format: str = "int", scale: float 
     x = np.asarray(values, dtype=np.float64).ravel()
     if number_format == "decimal":
         return "[" + ", ".join(_fmt(float(v)) for v in x) + "]"
+    if number_format == "digit":
+        d = np.clip(np.rint(x * scale) + 5, 0, 9)
+        return "".join("?" if math.isnan(v) else str(int(v)) for v in d)
     q = np.clip(np.rint(x * scale), -int_max, int_max)
     return " ".join("nan" if math.isnan(v) else str(int(v)) for v in q)
 
@@ -397,6 +404,9 @@ class LLMAgent(Agent):
         blocks = ", ".join(f"{name} ({b - a} numbers)" for name, a, b in self.blocks)
         if self.cfg.number_format == "decimal":
             numbers = "numbers are rounded to 2 decimals"
+        elif self.cfg.number_format == "digit":
+            numbers = (f"each number is one digit, 5 + the value times {self.cfg.obs_scale:g}, rounded and kept "
+                       f"within 0..9 (5 means zero), written without separators; ? means unknown")
         else:
             numbers = (f"every number is the value times {self.cfg.obs_scale:g}, rounded to an integer and capped at "
                        f"+-{self.cfg.int_max}")
