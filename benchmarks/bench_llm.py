@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--base-url", default=None, help="an OpenAI-compatible server (default: start a local one)")
     ap.add_argument("--slots", type=int, default=4, help="slots of the server this script starts")
     ap.add_argument("--threads", type=int, default=1, help="threads per slot of the server this script starts")
+    ap.add_argument("--nice", type=int, default=0, help="niceness of the server this script starts")
     ap.add_argument("--calls", type=int, default=16, help="decisions per phase")
     ap.add_argument("--concurrency", type=int, default=4, help="calls in flight in the concurrent phase")
     ap.add_argument("--warmup", type=int, default=2)
@@ -121,10 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         port = helpers.free_port()
         base_url = f"http://127.0.0.1:{port}/v1"
         log = Path(tempfile.gettempdir()) / f"bench_llm_server_{port}.log"
-        settings = helpers.ServerSettings(n_threads=a.threads, n_threads_batch=a.threads)
+        settings = helpers.ServerSettings(n_threads=a.threads, n_threads_batch=a.threads, nice=a.nice)
         t0 = time.perf_counter()
         proc = helpers.start_pool(port, a.slots, settings, model, log)
-        server = f"{a.slots} slot(s) x {a.threads} thread(s)"
+        server = f"{a.slots} slot(s) x {a.threads} thread(s)" + (f", nice {a.nice}" if a.nice else "")
         print(f"server {base_url}: {server}, ready in {time.perf_counter() - t0:.1f} s (log {log})")
     count = token_counter(model)
     results: dict = {"nvec": list(nvec), "obs_dim": obs_dim, "number_format": a.number_format, "server": server,

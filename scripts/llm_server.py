@@ -32,6 +32,10 @@ The settings, chosen for a machine that also trains (``--help`` shows the defaul
 * ``--n-batch`` (prompt tokens handed to one llama_decode) and ``--n-ubatch`` (tokens per compute pass): 512 and
   128. Prompts that change are ~100-300 new tokens, so one batch holds them; a smaller micro-batch keeps the
   compute buffer (and cache footprint) small at no measurable cost on CPU.
+* ``--nice``: 0 (unchanged). A negative value (root) puts the model processes ahead of everything else on
+  the machine, the trainers included (the processes' niceness, and their session's autogroup niceness, since
+  Linux shares CPUs between sessions before it looks at a process's own niceness). They sleep between calls, so training loses little, while the LLM's
+  latency stops growing with the machine's load; measured in ``benchmarks/results/llm.md``.
 * The prefix cache is llama.cpp's own: each slot keeps the tokens of its last prompt and evaluates only what
   differs, which is why the agent's prompt starts with text identical across calls.
 
@@ -69,6 +73,8 @@ class ServerSettings:
     n_threads_batch: int = 1
     n_batch: int = 512
     n_ubatch: int = 128
+    nice: int = 0
+    """Scheduling niceness of the model processes (negative: ahead of the trainers; needs root/CAP_SYS_NICE)."""
     extra: list[str] = field(default_factory=list)
 
     def args(self) -> list[str]:
@@ -124,9 +130,12 @@ def start_server(
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
            "--port", str(port), *settings.args()]
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - handed to the child
+    nice = settings.nice
+    # Set before exec, so that every thread llama.cpp starts inherits it (niceness is per thread on Linux).
+    preexec = (lambda: os.nice(nice)) if nice else None
     try:
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=new_session)
+                                start_new_session=new_session, preexec_fn=preexec)
     finally:
         if log_path:
             out.close()
@@ -145,7 +154,8 @@ def start_pool(
     cmd = [sys.executable, str(Path(__file__).resolve()), "--port", str(port), "--slots", str(slots),
            "--n-ctx", str(settings.n_ctx), "--threads", str(settings.n_threads),
            "--threads-batch", str(settings.n_threads_batch), "--n-batch", str(settings.n_batch),
-           "--n-ubatch", str(settings.n_ubatch), "--ready-timeout", str(ready_timeout_s)]
+           "--n-ubatch", str(settings.n_ubatch), "--nice", str(settings.nice),
+           "--ready-timeout", str(ready_timeout_s)]
     if model:
         cmd += ["--model", str(model)]
     if log_path:
@@ -200,12 +210,29 @@ def stop_server(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
         pass
 
 
+def raise_priority(nice: int) -> None:
+    """Give this session's processes the niceness ``nice``. Linux's autogroup scheduling (on by default on
+    desktops and many servers) shares the CPUs between sessions first, so a process's own niceness only counts
+    against its own session; the session's is set through /proc/self/autogroup, and only when we lead the session
+    (``--detach`` starts one), so a foreground server never reprioritises its caller's shell."""
+    autogroup = Path("/proc/self/autogroup")
+    if not autogroup.exists() or os.getsid(0) != os.getpid():
+        return
+    try:
+        autogroup.write_text(str(nice))
+    except OSError as e:
+        print(f"warning: could not set the session's niceness to {nice} ({e}); only the processes' own",
+              file=sys.stderr)
+
+
 def serve(port: int, slots: int, settings: ServerSettings, model: Path, log: str | None, ready_s: float) -> int:
     """Foreground: start the slots, dispatch on ``port`` until SIGTERM / Ctrl-C, then stop the slots."""
     import uvloop
 
     from tag_actors.agents.llm_http import Dispatcher
 
+    if settings.nice:
+        raise_priority(settings.nice)
     ports = [free_port() for _ in range(slots)]
     # The slots stay in this process's group: killing the group (stop_server) takes them down with us.
     procs = [start_server(model, p, log_path=log, settings=settings, new_session=False) for p in ports]
@@ -263,13 +290,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-ctx", type=int, default=d.n_ctx, help="context window per slot (prompt + reply)")
     ap.add_argument("--n-batch", type=int, default=d.n_batch, help="prompt tokens per llama_decode")
     ap.add_argument("--n-ubatch", type=int, default=d.n_ubatch, help="tokens per compute pass")
+    ap.add_argument("--nice", type=int, default=d.nice, help="niceness of the model processes; e.g. -10 puts "
+                    "the LLM ahead of training (root or CAP_SYS_NICE)")
     ap.add_argument("--ready-timeout", type=float, default=120.0, help="seconds to wait for /v1/models")
     ap.add_argument("--log", default=None, help="model servers' log file (default: discard)")
     ap.add_argument("--detach", action="store_true", help="leave the server running in the background")
     a = ap.parse_args(argv)
     if a.slots < 1 or a.threads < 1:
         ap.error("--slots and --threads must be >= 1")
-    settings = ServerSettings(a.n_ctx, a.threads, a.threads_batch or a.threads, a.n_batch, a.n_ubatch)
+    settings = ServerSettings(a.n_ctx, a.threads, a.threads_batch or a.threads, a.n_batch, a.n_ubatch, a.nice)
+    if a.nice < 0 and os.geteuid() != 0:
+        print(f"warning: --nice {a.nice} needs root or CAP_SYS_NICE; the model processes may fail to start",
+              file=sys.stderr)
 
     model = Path(a.model) if a.model else find_gguf()
     if model is None or not model.is_file():

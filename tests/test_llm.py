@@ -456,6 +456,7 @@ def test_int_format_numbers_scale_clip_and_nan():
     assert format_numbers(vals) == "1 0 10 -26 99 -99 nan"
     assert format_numbers(vals, scale=100.0, int_max=999) == "12 -4 100 -257 999 -999 nan"
     assert format_numbers(vals[:3], "decimal") == "[0.12, -0.04, 1.00]"
+    assert format_numbers(vals, "digit", scale=4.0) == "559090?"  # 5 + round(4 v), within 0..9
 
 
 def test_system_prompt_is_static_and_user_message_holds_only_numbers(fake_server):
@@ -487,14 +488,18 @@ def test_int_format_halves_the_numbers_text():
     compact = LLMAgent(make_ctx(MultiDiscrete((3,) * 4), {}, layout=layout)).render_observation(obs)
     decimal = LLMAgent(make_ctx(MultiDiscrete((3,) * 4), {"number_format": "decimal"},
                                 layout=layout)).render_observation(obs)
+    digit = LLMAgent(make_ctx(MultiDiscrete((3,) * 4), {"number_format": "digit", "obs_scale": 4.0},
+                              layout=layout)).render_observation(obs)
     assert len(compact) * 2 < len(decimal)
     assert len(compact.split()) == 64 + 4
+    assert [len(line.split(": ")[1]) for line in digit.splitlines()] == [16] * 4  # fixed width: one per number
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_real_tokenizer_counts_fewer_tokens_per_number():
-    """With SmolLM2's own tokenizer: at most 3 tokens per number in the int format, about half of decimal."""
+    """With SmolLM2's own tokenizer: 1 token per number in the digit format, ~2 in int, less than half of
+    decimal's."""
     if importlib.util.find_spec("llama_cpp") is None or find_gguf() is None:
         pytest.skip("llama_cpp or the SmolLM2 GGUF is missing: scripts/llm_server.sh installs them")
     import llama_cpp
@@ -503,12 +508,14 @@ def test_real_tokenizer_counts_fewer_tokens_per_number():
     layout = [(f"child_{i}", 16) for i in range(4)]
     obs = obs_batch(1, 64, seed=3)[0]
     counts = {}
-    for fmt in ("int", "decimal"):
-        text = LLMAgent(make_ctx(MultiDiscrete((3,) * 4), {"number_format": fmt},
+    for fmt in ("int", "digit", "decimal"):
+        text = LLMAgent(make_ctx(MultiDiscrete((3,) * 4), {"number_format": fmt, "obs_scale": 4.0},
                                  layout=layout)).render_observation(obs)
         counts[fmt] = len(llm.tokenize(text.encode(), add_bos=False))
-    assert counts["int"] <= 3 * 64 + 4 * 4, counts
-    assert counts["int"] * 1.6 < counts["decimal"], counts
+    label_tokens = 4 * 6  # "child_i: " and the newline, per block
+    assert counts["digit"] <= 64 + label_tokens, counts  # one token per number
+    assert counts["int"] <= 2.5 * 64 + label_tokens, counts
+    assert counts["int"] * 2 < counts["decimal"], counts
 
 
 # ------------------------------------------------------------------------------- concurrent calls on uvloop
