@@ -21,7 +21,9 @@ prompt from its KV cache in milliseconds. So the prompt is two messages:
   clipped to 0..9, fixed width, no separator: ``child_0: 5537...``), 1 token per number, 64 for the same
   block; ``"decimal"`` writes 2 decimals. The scale is stated once, in the system message.
 
-``benchmarks/bench_llm.py`` prints the tokens of each part per decision. Observations of the envs here change
+Per decision of the balance top agent (4 children x 16 numbers, ``configs/balance_llm.toml``): ~240 static
+tokens, then 87 new ones with ``digit``, 150 with ``int``, 403 with ``decimal``, and ~16 reply tokens
+(``benchmarks/results/llm.md``; ``benchmarks/bench_llm.py`` prints them). Observations of the envs here change
 in every component at every step, so sending "only what changed since the last call" would save nothing; it is
 not done.
 
