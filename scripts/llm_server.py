@@ -26,8 +26,9 @@ The settings, chosen for a machine that also trains (``--help`` shows the defaul
 * ``--threads`` (``n_threads``, token generation) and ``--threads-batch`` (``n_threads_batch``, prompt
   evaluation) per slot: 1. llama.cpp's worker threads wait for each other in spin barriers; on cores shared with
   training processes a descheduled thread stalls the others, so one thread per process degrades gracefully
-  where two threads per process collapse. On an idle machine with one caller, ``--slots 1 --threads 2`` is the
-  fastest single call.
+  where two threads per process collapse (measured at load ~16 on 2 cores: 1 thread 1.5 s per call, 2 threads
+  2.2 s, and at niceness 0 no answer within 60 s; ``benchmarks/results/llm.md``). On an idle machine with one
+  caller, ``--slots 1 --threads 2`` may be the fastest single call.
 * ``--n-ctx`` (context window, prompt + reply, per slot): 2048. Our prompts are 200-700 tokens; the KV cache of
   SmolLM2-135M costs ~23 KB per token of context per slot (~47 MB at 2048).
 * ``--n-batch`` (prompt tokens handed to one llama_decode) and ``--n-ubatch`` (tokens per compute pass): 512 and
