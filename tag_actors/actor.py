@@ -214,7 +214,8 @@ class EnvActor(Actor):
         from tag_actors.recorder import EnvRecorder
 
         cfg = self.cfg
-        env = make_env(cfg.env.kind, cfg.env.scenario, cfg.env.num_envs, cfg.run.seed, dict(cfg.env.kwargs))
+        env = make_env(cfg.env.kind, cfg.env.scenario, cfg.env.num_envs, cfg.run.seed, dict(cfg.env.kwargs),
+                       device=cfg.env.device)
         level = EnvLevel(env, cfg.env.max_steps)
         if len(level.names) != cfg.env.n_agents:
             raise config_mod.ConfigError(f"{cfg.source}: env.n_agents = {cfg.env.n_agents} but {cfg.env.kind} "

@@ -65,6 +65,9 @@ class RunConfig:
     """First metrics port (process i gets base + i; 0: pick free ports)."""
     max_message_bytes: int = 64 * 1024 * 1024
     """Largest accepted message; bigger ones are dropped and counted."""
+    loggers: list[str] = field(default_factory=lambda: ["csv"])
+    """Where the launcher writes the run's scalars: any of csv (scalars.csv), tensorboard, wandb, mlflow, and
+    plot (the learning-curve PNG at the end); see tag_actors/loggers.py."""
 
 
 @dataclass
@@ -81,6 +84,8 @@ class EnvConfig:
     """Time limit of an episode in env steps (truncation)."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments for the env constructor."""
+    device: str = "cpu"
+    """Where a VMAS env simulates: 'cpu', 'cuda', 'cuda:N', or 'auto' (cuda when torch sees one)."""
 
 
 @dataclass
@@ -106,6 +111,8 @@ class LevelConfig:
     lockstep for level 1 (the env waits for its actions)."""
     period_s: float = 0.0
     """Async only: decide on this wall-clock period (seconds) instead of every ``every`` ticks (slow agents)."""
+    device: str = "cpu"
+    """Where the level's learners train: 'cpu', 'cuda', 'cuda:N', or 'auto' (cuda when torch sees one)."""
     observe_held: bool = False
     """Append the action this level holds to its own observation. For a level whose children do not wait
     (async): the action being applied while it decides, which makes the resulting delay part of the state."""
@@ -225,6 +232,8 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
         raise ConfigError(f"{where}: expected {expected[tp]}, got {type(value).__name__} {value!r}")
     if (origin is dict or tp is dict) and not isinstance(value, dict):
         raise ConfigError(f"{where}: expected a table, got {type(value).__name__} {value!r}")
+    if origin is list and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+        raise ConfigError(f"{where}: expected a list of strings, got {type(value).__name__} {value!r}")
     return value
 
 
@@ -292,6 +301,15 @@ def validate(cfg: Config) -> None:
     for key in ("num_envs", "n_agents", "max_steps"):
         if getattr(env, key) <= 0:
             raise ConfigError(f"{src}: env.{key} must be > 0, got {getattr(env, key)}")
+    from tag_actors.devices import check_device_spec
+    from tag_actors.loggers import LOGGERS
+
+    unknown_loggers = [n for n in run.loggers if n not in LOGGERS]
+    if unknown_loggers:
+        raise ConfigError(f"{src}: run.loggers: unknown logger {unknown_loggers[0]!r} (known: {', '.join(LOGGERS)})")
+    check_device_spec(env.device, f"{src}: env.device", ConfigError)
+    for i, lv in enumerate(cfg.levels):
+        check_device_spec(lv.device, f"{src}: levels[{i}].device", ConfigError)
     if env.kind not in ("vmas", "pettingzoo", "gymnasium"):
         raise ConfigError(f"{src}: env.kind must be one of vmas, pettingzoo, gymnasium, got {env.kind!r}")
     from tag_actors.agents import AGENT_TYPES

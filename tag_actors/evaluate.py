@@ -11,8 +11,10 @@ Level 0 is the env's per-agent return averaged over the env agents (the number B
 is an agent's own return (the sum of its children's rewards) averaged over the agents of that level.
 
 ``--deterministic``: PPO/MAPPO agents act with the mean of their Gaussian (clipped or squashed) or the most
-likely category instead of sampling. ``--gif PATH``: render env copy 0 (VMAS only; needs pyglet and Pillow; without
-an X display pyglet renders headless through EGL, which works where libEGL (mesa) is installed).
+likely category instead of sampling. ``--video PATH.mp4|PATH.gif``: render env copy 0's first episode (VMAS,
+PettingZoo/mpe2 and Gymnasium envs; see tag_actors/video.py for what each needs, checked before the evaluation
+starts; without an X display VMAS renders headless through EGL, where libEGL (mesa) is installed). A frame the env
+cannot render leaves a warning and no video, never a lost evaluation.
 
 ``--instructions zeros|random``: an ablation. Every agent that instructs others (level >= 2) still decides, but its
 children get zeros (the first choice, for discrete instructions) or uniform random draws instead: how much the
@@ -24,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -33,11 +34,13 @@ from typing import Any
 import numpy as np
 
 from tag_actors import config as config_mod
+from tag_actors.devices import DeviceError
 from tag_actors.envs import make_env
 from tag_actors.level_env import LevelEnv, build_hierarchy
 from tag_actors.node import AgentNode
 from tag_actors.runlog import checkpoint_path, load_checkpoint
 from tag_actors.topology import build_plan
+from tag_actors.video import VideoError, check_video, prepare_rendering, render_kwargs, write_video
 
 # Two-sided 97.5% quantiles of Student's t by degrees of freedom (numpy only).
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
@@ -70,18 +73,25 @@ def replace_instructions(node: AgentNode, how: str, rng: np.random.Generator) ->
 
 
 def evaluate(run_dir: Path, episodes: int = 32, seed: int = 12345, deterministic: bool = False,
-             gif: Path | None = None, overrides: list[str] | None = None,
-             instructions: str = "policy") -> dict[str, Any]:
+             video: Path | None = None, overrides: list[str] | None = None,
+             instructions: str = "policy", device: str | None = None) -> dict[str, Any]:
     run_dir = Path(run_dir)
     if instructions not in INSTRUCTIONS:
         raise ValueError(f"instructions must be one of {', '.join(INSTRUCTIONS)}, not {instructions!r}")
-    if gif is not None and not os.environ.get("DISPLAY"):
-        headless_rendering()
     cfg = config_mod.load_resolved(run_dir / "config.json", list(overrides or []))
+    kwargs = dict(cfg.env.kwargs)
+    if video is not None:
+        check_video(video, cfg.env.kind)
+        prepare_rendering(cfg.env.kind)
+        kwargs = render_kwargs(cfg.env.kind, kwargs)
     cfg.env.num_envs = episodes
     cfg.run.seed = seed
+    if device is not None:  # e.g. evaluate a run trained on a GPU on a machine without one
+        cfg.env.device = device
+        for level in cfg.levels:
+            level.device = device
     plan = build_plan(cfg)
-    env = make_env(cfg.env.kind, cfg.env.scenario, episodes, seed, dict(cfg.env.kwargs))
+    env = make_env(cfg.env.kind, cfg.env.scenario, episodes, seed, kwargs, device=cfg.env.device)
     stack = build_hierarchy(cfg, plan, env)
     level0 = stack[0].level0
     levels: list[LevelEnv] = stack[1:]  # type: ignore[assignment]
@@ -121,12 +131,12 @@ def evaluate(run_dir: Path, episodes: int = 32, seed: int = 12345, deterministic
             length[b] = e["length"]
             for name, finished in per_node.items():
                 node_return[name][b] = finished[j][0]
-        if gif is not None and not done[0]:
+        if video is not None and not done[0]:
             frame = env.render(0)
             if frame is None:
-                print("evaluate: this env cannot render here (pyglet or a display is missing); no gif",
+                print(f"evaluate: this {cfg.env.kind} env cannot render here (no display or EGL?); no video",
                       file=sys.stderr)
-                gif = None
+                video = None
             else:
                 frames.append(frame)
     seconds = time.perf_counter() - started
@@ -144,32 +154,15 @@ def evaluate(run_dir: Path, episodes: int = 32, seed: int = 12345, deterministic
         m, h = mean_ci95(per_episode)
         result["levels"][str(lvl)] = {"mean_return": m, "ci95": h, "agents": names,
                                       "per_agent": {n: float(np.mean(node_return[n])) for n in names}}
-    if gif is not None and frames:
-        result["gif"] = str(write_gif(frames, gif))
-    eval_file(run_dir, instructions).write_text(json.dumps(result, indent=2))
+    eval_file(run_dir, instructions).write_text(json.dumps(result, indent=2))  # saved before the video is written
+    if video is not None and frames:
+        result["video"] = str(write_video(frames, video))
+        eval_file(run_dir, instructions).write_text(json.dumps(result, indent=2))
     return result
 
 
 def eval_file(run_dir: Path, instructions: str) -> Path:
     return run_dir / ("eval.json" if instructions == "policy" else f"eval_instructions_{instructions}.json")
-
-
-def headless_rendering() -> None:
-    """Let pyglet (VMAS's renderer) draw offscreen through EGL when there is no X display."""
-    try:
-        import pyglet
-    except ImportError:
-        return
-    pyglet.options["headless"] = True
-
-
-def write_gif(frames: list[np.ndarray], path: Path, fps: int = 20) -> Path:
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    images = [Image.fromarray(f.astype(np.uint8)) for f in frames]
-    images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
-    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,17 +171,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", type=int, default=32, help="episodes (= env copies run at once)")
     p.add_argument("--seed", type=int, default=12345, help="env and agent seed (use one training never used)")
     p.add_argument("--deterministic", action="store_true", help="PPO/MAPPO: act with the mode, do not sample")
-    p.add_argument("--gif", type=Path, help="write a GIF of env copy 0 (VMAS; pyglet, headless via EGL without a display)")
+    p.add_argument("--video", type=Path, metavar="PATH.mp4|PATH.gif",
+                   help="record env copy 0's first episode (VMAS, PettingZoo/mpe2, Gymnasium)")
+    p.add_argument("--gif", type=Path, help=argparse.SUPPRESS)  # the old spelling of --video PATH.gif
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--device", choices=["cpu", "auto", "cuda"],
+                   help="run the env and every agent here instead of where the run did (env.device, levels[].device)")
     p.add_argument("--instructions", choices=INSTRUCTIONS, default="policy",
                    help="ablation: levels >= 2 send zeros or random instructions instead of their own")
     args = p.parse_args(argv)
     if args.episodes < 1:
         p.error("--episodes must be >= 1")
     try:
-        result = evaluate(args.run_dir, args.episodes, args.seed, args.deterministic, args.gif, args.set,
-                          args.instructions)
-    except (config_mod.ConfigError, FileNotFoundError) as e:
+        result = evaluate(args.run_dir, args.episodes, args.seed, args.deterministic, args.video or args.gif,
+                          args.set, args.instructions, args.device)
+    except (config_mod.ConfigError, FileNotFoundError, VideoError, DeviceError) as e:
         print(f"tag_actors.evaluate: {e}", file=sys.stderr)
         return 2
     mode = "deterministic" if args.deterministic else "stochastic"
@@ -197,8 +194,8 @@ def main(argv: list[str] | None = None) -> int:
           f"mean length {result['mean_episode_length']:.1f}")
     for lvl, r in result["levels"].items():
         print(f"  level {lvl}: mean episode return {r['mean_return']:9.3f} ± {r['ci95']:.3f} (95% CI)")
-    if "gif" in result:
-        print(f"  gif: {result['gif']}")
+    if "video" in result:
+        print(f"  video: {result['video']}")
     print(f"wrote {eval_file(args.run_dir, args.instructions)}")
     return 0
 

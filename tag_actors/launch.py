@@ -16,12 +16,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tag_actors import config as config_mod
+from tag_actors.config_files import find_config
+from tag_actors.end_of_run import RunEnd, check_loggers
+from tag_actors.progress import RunWatcher
 from tag_actors.runlog import file_name
 from tag_actors.topology import ENV, assign_endpoints, build_plan, host_address, host_of, remove_socket_dir
 
@@ -30,14 +32,15 @@ GRACE_S = 10.0
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tag_actors.launch", description=__doc__.splitlines()[0])
-    p.add_argument("config", type=Path, nargs="?", help="TOML config (see configs/); omit with --resume")
+    p.add_argument("config", type=Path, nargs="?",
+                   help="TOML config file, or the name of a shipped one (balance, spread, ...); omit with --resume")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR",
                    help="continue a run from its checkpoints (its config, plus any --set; raise run.total_env_steps)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     p.add_argument("--seed", type=int, help="shorthand for --set run.seed=N")
     p.add_argument("--run-dir", type=Path, help="run folder (default: runs/<name>-<time>)")
     p.add_argument("--serial", action="store_true", help="run the whole hierarchy in this process (debugging)")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or lines (the summary still prints)")
     p.add_argument("--host", help="start only the processes that placement puts on this host")
     return p.parse_args(argv)
 
@@ -165,47 +168,6 @@ class Child:
     log_path: Path
 
 
-@dataclass
-class Progress:
-    """Follows the event logs and prints one line every few seconds."""
-
-    run_dir: Path
-    total_env_steps: int
-    offsets: dict[Path, int] = field(default_factory=dict)
-    env_steps: int = 0
-    rate: float = 0.0
-    returns: dict[int, deque] = field(default_factory=dict)
-    started: float = field(default_factory=time.monotonic)
-
-    def poll(self) -> None:
-        events = self.run_dir / "events"
-        if not events.exists():
-            return
-        for path in events.glob("*.jsonl"):
-            offset = self.offsets.get(path, 0)
-            with path.open() as f:
-                f.seek(offset)
-                chunk = f.read()
-            end = chunk.rfind("\n") + 1
-            self.offsets[path] = offset + len(chunk[:end].encode())
-            for line in chunk[:end].splitlines():
-                self._take(json.loads(line))
-
-    def _take(self, e: dict[str, Any]) -> None:
-        if e["name"] == ENV and e["type"] == "status":
-            self.env_steps, self.rate = e["env_steps"], e["env_steps_per_s"]
-        elif e["type"] == "episodes" and e["name"] != ENV:
-            self.returns.setdefault(e["level"], deque(maxlen=200)).extend(e["returns"])
-
-    def line(self) -> str:
-        parts = [f"[{time.monotonic() - self.started:7.1f}s] env steps {self.env_steps:,}/{self.total_env_steps:,} "
-                 f"({self.rate:,.0f}/s)"]
-        for level in sorted(self.returns):
-            r = self.returns[level]
-            parts.append(f"L{level} return {sum(r) / len(r):.2f}")
-        return " | ".join(parts)
-
-
 def actor_pids(run_dir: Path) -> dict[str, int]:
     """name -> pid of the live actor processes of ``run_dir`` (their argv ends with ``RUN_DIR NAME``)."""
     out = {}
@@ -232,11 +194,9 @@ def tail(path: Path, lines: int = 25) -> str:
 PEER_LOST_EXIT = 3  # an actor that exits because a peer vanished: a symptom, not the cause
 
 
-def supervise(children: list[Child], progress: Progress | None, log_every_s: float,
-              on_failure: Any = None) -> int:
-    """Wait for every child; on the first failure report it (to ``on_failure(name, how)`` too), then stop the
-    others. Returns the exit code."""
-    last_print = time.monotonic()
+def supervise(children: list[Child], watcher: RunWatcher | None, on_failure: Any = None) -> int:
+    """Wait for every child (showing progress and feeding the loggers through ``watcher``); on the first failure
+    report it (to ``on_failure(name, how)`` too), then stop the others. Returns the exit code."""
     while True:
         running = [c for c in children if c.proc.poll() is None]
         if any(c.proc.returncode not in (None, 0) for c in children):
@@ -247,10 +207,8 @@ def supervise(children: list[Child], progress: Progress | None, log_every_s: flo
             return 1
         if not running:
             return 0
-        if progress and time.monotonic() - last_print >= log_every_s:
-            progress.poll()
-            print(progress.line(), flush=True)
-            last_print = time.monotonic()
+        if watcher:
+            watcher.tick()
         time.sleep(0.1)
 
 
@@ -341,21 +299,23 @@ def _interrupt(signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def _main_serial(cfg: config_mod.Config, run_dir: Path, resume: bool) -> int:
+def _main_serial(cfg: config_mod.Config, run_dir: Path, resume: bool, quiet: bool) -> int:
     """The whole hierarchy in this process (``--serial``): stopped by Ctrl-C or SIGTERM, it still checkpoints
     every agent and writes episodes.csv, as an actor run does."""
     from tag_actors.serial import run_serial
 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps({"config": cfg.to_dict(), "source": cfg.source}))
+    end = RunEnd.start(cfg, run_dir, quiet)
+    print(f"run {cfg.run.name!r}: the whole hierarchy in this process (--serial); run folder {run_dir}")
     signal.signal(signal.SIGTERM, _interrupt)
     code = 0
     try:
-        print(f"serial run done: {run_serial(cfg, run_dir, resume=resume)}")
+        run_serial(cfg, run_dir, progress=end.watcher.tick, resume=resume)
     except KeyboardInterrupt:
         print("\ntag_actors: interrupted; checkpoints and logs saved", file=sys.stderr)
         code = 130
-    print(f"run folder: {run_dir}\nepisodes: {write_summary(run_dir)}")
+    end.finish(code, write_summary(run_dir))
     return code
 
 
@@ -369,10 +329,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.config is None:
             raise config_mod.ConfigError("give a CONFIG file, or --resume RUN_DIR")
         else:
-            cfg = config_mod.load(args.config, overrides)
+            cfg = config_mod.load(find_config(args.config), overrides)
             run_dir = (args.run_dir or Path("runs") / f"{cfg.run.name}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+        check_loggers(cfg)
         if args.serial:
-            return _main_serial(cfg, run_dir, bool(args.resume))
+            return _main_serial(cfg, run_dir, bool(args.resume), args.quiet)
         wiring = prepare_run(cfg, run_dir, resume=bool(args.resume), host=args.host)
     except config_mod.ConfigError as e:
         print(f"tag_actors: config error: {e}", file=sys.stderr)
@@ -392,12 +353,12 @@ def main(argv: list[str] | None = None) -> int:
         run_state = run_metrics.start(wiring["run_id"], cfg.run.name, wiring["host"], run_dir,
                                       cfg.run.total_env_steps, wiring["launcher_metrics_port"],
                                       wiring["metrics_addr"])
+    end = RunEnd.start(cfg, run_dir, args.quiet)
     children = start_children(run_dir, names)
-    progress = None if args.quiet else Progress(run_dir, cfg.run.total_env_steps)
     signal.signal(signal.SIGTERM, _interrupt)
     code = 130
     try:
-        code = supervise(children, progress, cfg.run.log_every_s, run_state.failed if run_state else None)
+        code = supervise(children, end.watcher, run_state.failed if run_state else None)
     except KeyboardInterrupt:
         print("\ntag_actors: interrupted; stopping every process (checkpoints and logs are being saved)",
               file=sys.stderr)
@@ -409,10 +370,7 @@ def main(argv: list[str] | None = None) -> int:
 
             link = wiring.get("file_sd_link")
             run_metrics.finish(run_state, code, run_dir / "prometheus_targets.json", Path(link) if link else None)
-    if progress:
-        progress.poll()
-        print(progress.line())
-    print(f"run folder: {run_dir}\nepisodes: {write_summary(run_dir)}")
+    end.finish(code, write_summary(run_dir))
     return code
 
 

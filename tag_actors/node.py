@@ -129,6 +129,8 @@ class NodeSpec:
     """Learners update on a copy in a second thread while this node keeps acting (``RunConfig.learner``)."""
     observe_held: bool = False
     """The node's observation ends with the action it holds (``LevelConfig.observe_held``)."""
+    device: str = "cpu"
+    """Where the agent's networks live and learn (``LevelConfig.device``; resolved in the agent's process)."""
 
 
 class AgentNode:
@@ -151,7 +153,7 @@ class AgentNode:
         self.agent = make_agent(spec.agent_type, AgentContext(
             name=spec.name, level=spec.level, obs_dim=self.obs_dim, action_space=self.action_space, num_envs=n,
             seed=spec.seed, params=dict(spec.params), env_info=dict(env_info or {}), obs_layout=layout,
-            learn_in_background=spec.learn_in_background))
+            learn_in_background=spec.learn_in_background, device=spec.device))
         self.held = self.action_space.zeros(n)
         self.reward_acc = np.zeros(n, dtype=np.float32)
         self.ticks_held = np.zeros(n, dtype=np.int64)

@@ -102,6 +102,6 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if head == b"PK":  # torch's zip format
         import torch
 
-        return torch.load(path, weights_only=False)
+        return torch.load(path, weights_only=False, map_location="cpu")  # a GPU run resumes or evaluates anywhere
     with path.open("rb") as f:
         return pickle.load(f)

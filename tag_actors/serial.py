@@ -20,7 +20,8 @@ from tag_actors.topology import build_plan
 
 def run_serial(cfg: Config, run_dir: Path, progress: Any = None, resume: bool = False) -> dict[str, Any]:
     plan = build_plan(cfg)
-    env = make_env(cfg.env.kind, cfg.env.scenario, cfg.env.num_envs, cfg.run.seed, dict(cfg.env.kwargs))
+    env = make_env(cfg.env.kind, cfg.env.scenario, cfg.env.num_envs, cfg.run.seed, dict(cfg.env.kwargs),
+                   device=cfg.env.device)
     stack = build_hierarchy(cfg, plan, env)
     level0 = stack[0].level0
     levels: list[LevelEnv] = stack[1:]  # type: ignore[assignment]

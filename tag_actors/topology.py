@@ -114,7 +114,8 @@ def build_plan(cfg: Config) -> Plan:
             nodes.append(NodeSpec(name=name, level=lvl, children=children, period=period, agent_type=lc.agent,
                                   params=lc.params, message=lc.message, message_dim=lc.message_dim,
                                   seed=agent_seed(cfg.run.seed, name), period_s=lc.period_s,
-                                  learn_in_background=cfg.learns_in_background(), observe_held=lc.observe_held))
+                                  learn_in_background=cfg.learns_in_background(), observe_held=lc.observe_held,
+                                  device=lc.device))
             current.append(name)
         below = current
     for name in below:

@@ -44,6 +44,8 @@ class AgentContext:
     """The named blocks of the observation, in order: one per child message, then the parent's instruction."""
     learn_in_background: bool = False
     """Learners may update on a copy in a second thread and keep acting meanwhile (not reproducible)."""
+    device: str = "cpu"
+    """The level's ``device`` spec ('cpu', 'auto', 'cuda[:N]'); learners resolve it with tag_actors.devices."""
 
 
 class Agent(ABC):

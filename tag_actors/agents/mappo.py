@@ -100,6 +100,7 @@ class MAPPOAgent(PPOAgent):
             torch.manual_seed(int(ctx.seed) + self.cfg.seed_offset + 1)
             self.net.actor = nn.Sequential(view, *mlp(view.out_dim, self.cfg.hidden_sizes, head_dim, activation,
                                                       out_std=0.01))
+        self.net.actor.to(self.device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.cfg.lr, eps=1e-5)
         self._onehot = np.tile(np.eye(self.k, dtype=np.float32), (self.node_envs, 1))
 

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from tag_actors.agents.base import Agent, AgentContext
+from tag_actors.devices import resolve_device
 from tag_actors.spaces import Box, Discrete, MultiDiscrete
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -306,6 +307,9 @@ class PPOAgent(Agent):
         seed = int(ctx.seed) + cfg.seed_offset
         self.rng = np.random.default_rng(seed)
         self.gen = torch.Generator().manual_seed(seed)  # action sampling and minibatch shuffling
+        # Networks live on ``device``; random draws stay on the CPU generator (and move), so a seeded run samples
+        # the same numbers wherever it learns.
+        self.device = torch.device(resolve_device(ctx.device, f"agent {ctx.name!r}: device"))
 
         # Action space -> head layout.
         space = ctx.action_space
@@ -325,7 +329,8 @@ class PPOAgent(Agent):
             self.act_dim, self.act_dtype = len(nvec), np.int64
             # Logits of all components padded into a (K, max n) table; padding has probability 0.
             width = max(nvec)
-            self._pad_index = torch.tensor([k * width + j for k, n in enumerate(nvec) for j in range(n)])
+            self._pad_index = torch.tensor([k * width + j for k, n in enumerate(nvec) for j in range(n)],
+                                           device=self.device)
             self._pad_shape = (len(nvec), width)
         else:
             raise ValueError(f"agent {ctx.name!r} (ppo): unsupported action space {space!r}")
@@ -334,6 +339,7 @@ class PPOAgent(Agent):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.net = ActorCritic(ctx.obs_dim, self._critic_dim(), head_dim, cfg, box=self.kind == "box")
+        self.net.to(self.device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, eps=1e-5)
 
         # Normalizers.
@@ -417,10 +423,10 @@ class PPOAgent(Agent):
         if self.deterministic:
             return head if self.kind == "box" else self._padded_logits(head).argmax(-1)
         if self.kind == "box":
-            noise = torch.randn(head.shape, generator=self.gen)
+            noise = torch.randn(head.shape, generator=self.gen).to(head.device)
             return head + net.log_std.exp() * noise
         logits = self._padded_logits(head)
-        u = torch.rand(logits.shape, generator=self.gen)
+        u = torch.rand(logits.shape, generator=self.gen).to(logits.device)
         return (logits - torch.log(-torch.log(u))).argmax(-1)  # Gumbel-max
 
     def _log_prob_entropy(self, head: torch.Tensor, raw: torch.Tensor,
@@ -466,17 +472,17 @@ class PPOAgent(Agent):
         obs_n = self._normalize_obs(obs_m)
         net = self._acting_net()
         with torch.no_grad():
-            x = torch.from_numpy(obs_n)
+            x = torch.from_numpy(obs_n).to(self.device)
             head = net.actor(x)
             raw = self._sample(head, net)
             logp, _ = self._log_prob_entropy(head, raw, net)
             value = self._value(x, net)
-        raw_np = raw.numpy().reshape(len(obs_n), self.act_dim)
+        raw_np = raw.cpu().numpy().reshape(len(obs_n), self.act_dim)
         self.open[rows] = True
         self.open_obs[rows] = obs_n
         self.open_action[rows] = raw_np
-        self.open_logp[rows] = logp.numpy()
-        self.open_value[rows] = value.numpy()
+        self.open_logp[rows] = logp.cpu().numpy()
+        self.open_value[rows] = value.cpu().numpy()
         if all_rows:
             return self._to_env_action(raw_np)
         actions = self.space.zeros(self.B)
@@ -512,7 +518,8 @@ class PPOAgent(Agent):
 
         with torch.no_grad():
             next_obs_n = self._normalize_obs(np.asarray(next_obs, dtype=np.float32)[rows])
-            next_value = self._value(torch.from_numpy(next_obs_n), self._acting_net()).numpy()
+            next_value = self._value(torch.from_numpy(next_obs_n).to(self.device),
+                                     self._acting_net()).cpu().numpy()
 
         self.closed.append(
             {
@@ -581,14 +588,15 @@ class PPOAgent(Agent):
             batch["reward"], batch["value"], batch["next_value"], batch["ticks"],
             batch["terminated"], batch["truncated"], batch["env"], cfg.gamma, cfg.gae_lambda,
         )  # fmt: skip
-        b_obs = torch.from_numpy(batch["obs"])
-        b_actions = torch.from_numpy(batch["action"])
+        dev = self.device
+        b_obs = torch.from_numpy(batch["obs"]).to(dev)
+        b_actions = torch.from_numpy(batch["action"]).to(dev)
         if self.kind == "categorical":
             b_actions = b_actions.long()
-        b_logp = torch.from_numpy(batch["logp"])
-        b_values = torch.from_numpy(batch["value"])
-        b_adv = torch.from_numpy(advantages.astype(np.float32))
-        b_returns = torch.from_numpy(returns.astype(np.float32))
+        b_logp = torch.from_numpy(batch["logp"]).to(dev)
+        b_values = torch.from_numpy(batch["value"]).to(dev)
+        b_adv = torch.from_numpy(advantages.astype(np.float32)).to(dev)
+        b_returns = torch.from_numpy(returns.astype(np.float32)).to(dev)
         n = len(b_obs)
 
         # Learning rate annealing.
@@ -603,7 +611,7 @@ class PPOAgent(Agent):
         sums = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "approx_kl": 0.0, "clipfrac": 0.0}
         grad_norm_sum, steps, epochs_run = 0.0, 0, 0
         for _epoch in range(cfg.update_epochs):
-            perm = torch.randperm(n, generator=gen)
+            perm = torch.randperm(n, generator=gen).to(dev)
             epoch_kl, epoch_steps = 0.0, 0
             for mb in torch.tensor_split(perm, min(cfg.num_minibatches, n)):
                 head = self.net.actor(b_obs[mb])
@@ -680,7 +688,7 @@ class PPOAgent(Agent):
         self._collect(wait=True)
         return {
             "config": asdict(self.cfg),
-            "net": {k: v.clone() for k, v in self.net.state_dict().items()},
+            "net": {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
             "obs_rms": self.obs_rms.state_dict(),
             "ret_rms": self.ret_rms.state_dict(),

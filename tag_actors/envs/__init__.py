@@ -42,12 +42,14 @@ def require(kind: str, module: str, pip_name: str | None = None) -> Any:
 
 
 def make_env(
-    kind: str, scenario: str, num_envs: int, seed: int, kwargs: dict[str, Any] | None = None
+    kind: str, scenario: str, num_envs: int, seed: int, kwargs: dict[str, Any] | None = None,
+    device: str = "cpu",
 ) -> BatchedEnv:
     """Build ``num_envs`` seeded copies of ``scenario`` from the env library ``kind``.
 
     ``kwargs`` go to the scenario (VMAS scenario kwargs, PettingZoo ``parallel_env(**kwargs)``, ``gymnasium.make``);
     the caller's dict is not modified. The episode time limit is not set here: ``Level0`` applies it.
+    ``device`` ('cpu', 'auto', 'cuda[:N]'): where a VMAS env simulates; the other kinds run on the CPU only.
     """
     if kind not in KINDS:
         raise EnvError(f"unknown env kind {kind!r}; known kinds: {', '.join(sorted(KINDS))}")
@@ -56,10 +58,13 @@ def make_env(
     module, pip_name = KINDS[kind]
     require(kind, module, pip_name)
     kwargs = dict(kwargs or {})
+    if device not in ("cpu", "auto") and kind != "vmas":
+        raise EnvError(f"env.device = {device!r}: only vmas envs simulate on a device; {kind} runs on the CPU")
     if kind == "vmas":
+        from tag_actors.devices import resolve_device
         from tag_actors.envs.vmas_env import VmasEnv
 
-        return VmasEnv(scenario, num_envs, seed, kwargs)
+        return VmasEnv(scenario, num_envs, seed, kwargs, resolve_device(device, "env.device"))
     if kind == "pettingzoo":
         from tag_actors.envs.pettingzoo_env import PettingZooEnv
 

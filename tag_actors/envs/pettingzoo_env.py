@@ -168,6 +168,13 @@ class PettingZooEnv(BatchedEnv):
         except EnvError:
             return None
 
+    def render(self, index: int = 0) -> np.ndarray | None:
+        """Copy ``index``'s frame; built with ``render_mode='rgb_array'`` in kwargs (evaluate --video sets it)."""
+        if self.kwargs.get("render_mode") != "rgb_array":
+            return None
+        frame = self._envs[index].render()
+        return None if frame is None else np.asarray(frame)
+
     def close(self) -> None:
         for env in self._envs:
             env.close()

@@ -63,7 +63,7 @@ class VmasEnv(BatchedEnv):
     and ``multidiscrete_actions`` (default False), which are VMAS ``make_env`` options.
     """
 
-    def __init__(self, scenario: str, num_envs: int, seed: int, kwargs: dict[str, Any]):
+    def __init__(self, scenario: str, num_envs: int, seed: int, kwargs: dict[str, Any], device: str = "cpu"):
         global _threads_set
         if not _threads_set:  # a VMAS step on CPU is many tiny ops: extra threads only add contention
             torch.set_num_threads(1)
@@ -84,6 +84,7 @@ class VmasEnv(BatchedEnv):
                 )
         self.scenario = scenario
         self.num_envs = num_envs
+        self.device = torch.device(device)
         self.continuous = bool(kwargs.pop("continuous_actions", True))
         self.multidiscrete = bool(kwargs.pop("multidiscrete_actions", False))
         clamp = bool(kwargs.pop("clamp_actions", True))
@@ -99,7 +100,7 @@ class VmasEnv(BatchedEnv):
                 self._env = vmas.make_env(
                     scenario,
                     num_envs=num_envs,
-                    device="cpu",
+                    device=device,
                     continuous_actions=self.continuous,
                     multidiscrete_actions=self.multidiscrete,
                     clamp_actions=clamp,
@@ -165,7 +166,7 @@ class VmasEnv(BatchedEnv):
                     f"vmas scenario {self.scenario!r}: agent {name} observation is a {type(o).__name__}, "
                     "only flat tensor observations are supported"
                 )
-            out[name] = o.detach().reshape(self.num_envs, -1).to(torch.float32).numpy()
+            out[name] = o.detach().reshape(self.num_envs, -1).to(torch.float32).cpu().numpy()
         return out
 
     def reset(self, seed: int) -> dict[str, np.ndarray]:
@@ -177,8 +178,8 @@ class VmasEnv(BatchedEnv):
         # Always a copy: actions from the wire are read-only views of the received frame, and VMAS may write
         # into the tensor it is given (torch warns about exactly that for non-writable arrays).
         if isinstance(self._act_spaces[name], Box):
-            return torch.from_numpy(np.array(a, dtype=np.float32))
-        t = torch.from_numpy(np.array(a, dtype=np.int64))
+            return torch.from_numpy(np.array(a, dtype=np.float32)).to(self.device)
+        t = torch.from_numpy(np.array(a, dtype=np.int64)).to(self.device)
         return t.unsqueeze(-1) if t.dim() == 1 else t
 
     def step(
@@ -192,12 +193,12 @@ class VmasEnv(BatchedEnv):
             out = self._env.step(acts)
         if self._split_done:
             obs_t, rews_t, term_t, trunc_t, _ = out
-            terminated, truncated = term_t.numpy(), trunc_t.numpy()
+            terminated, truncated = term_t.cpu().numpy(), trunc_t.cpu().numpy()
         else:
             obs_t, rews_t, done_t, _ = out
-            terminated, truncated = done_t.numpy(), np.zeros(self.num_envs, dtype=bool)
+            terminated, truncated = done_t.cpu().numpy(), np.zeros(self.num_envs, dtype=bool)
         obs = self._obs_numpy(obs_t)
-        rewards = {n: r.to(torch.float32).numpy() for n, r in zip(self.agent_names, rews_t, strict=True)}
+        rewards = {n: r.to(torch.float32).cpu().numpy() for n, r in zip(self.agent_names, rews_t, strict=True)}
         idx = np.flatnonzero(reset_mask)
         if idx.size:
             with self._own_rng():
