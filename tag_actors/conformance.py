@@ -257,7 +257,8 @@ def test_child(args: argparse.Namespace, ctx: zmq.Context) -> Results:
         return res
     ups = {p.name: P.up_arrays(welcomes[p.name].message_space, b) for p in links}
     rng = np.random.default_rng(args.seed)
-    state = {"tick": None, "first": True, "ended": np.zeros(b, bool), "all_ended_waits": 0, "held_back": 0}
+    state = {"tick": None, "first": True, "ended": np.zeros(b, bool), "all_ended_waits": 0, "held_back": 0,
+             "check_next": False}
 
     def receive_tick() -> tuple[int, bool, bool]:
         """UP from every link for the next tick; returns (tick, all copies ended, stop marked)."""
@@ -329,13 +330,17 @@ def test_child(args: argparse.Namespace, ctx: zmq.Context) -> Results:
                     stop_sent = True
                     break
             if waits:
-                if step in (1, 2) or step == args.ticks // 2:
+                bad_now = step in (1, 2) or step == args.ticks // 2
+                if bad_now:
                     for p in links:
                         send_bad_downs(p, tick)
-                if step % 3 == 1 and args.mode == "lockstep":
+                # hold back now and then, and always on the decision tick after bad DOWNs: a child that took
+                # one of them for its DOWN would run ahead here on the good one still queued
+                if (step % 3 == 1 or state["check_next"]) and args.mode == "lockstep":
                     expect(all(p.quiet(args.hold) for p in links),
                            f"a child sent a message on decision tick {tick} before its DOWN (§9.1: MUST wait)")
                     state["held_back"] += 1
+                state["check_next"] = bad_now
                 for p in links:
                     send_down(p, tick)
             elif args.mode == "async" and step % 4 == 0:
