@@ -42,6 +42,7 @@ from tag_actors.protocol import (
     pack_flags,
     unpack_flags,
 )
+from tag_actors.spaces import Space
 from tag_actors.topology import ENV, Plan, build_plan, remove_socket_dir
 from tag_actors.transport import ChildLink, Hub, Link, LinkTimeout, ParentLink, PeerLost
 
@@ -192,37 +193,52 @@ class Actor:
         if self.metrics:
             self.metrics.frame_sent(link.peer, nbytes)
 
-    def welcome_parent(self, link: ParentLink, me: str, message_space: Any, instruction: Any,
-                       info: dict[str, Any]) -> None:
-        """The child's side of the handshake (PROTOCOL.md §8): answer the parent's HELLO with WELCOME, or with a
-        REJECT that says why (another version, schema, batch, space, period or mode) and wait for a better HELLO
-        until the start-up timeout: a refused peer hears the reason at connect time, never a silence."""
+    def welcome_parents(self, offers: list[tuple[ParentLink, Space, Space, dict[str, Any]]]) -> None:
+        """The child's side of the handshake (PROTOCOL.md §8), on every link this process serves at once (the env
+        serves one per env agent): each parent's HELLO is answered with WELCOME, or with a REJECT that says why
+        (another version, schema, batch, space, period or mode), and then a better HELLO is awaited until the
+        start-up timeout. A refused peer hears the reason at connect time, never a silence; a missing parent
+        does not hold up the others' handshakes. ``offers``: (link, message space, instruction space, info)."""
+        timeout = self.cfg.run.startup_timeout_s
+        deadline = time.monotonic() + timeout
+        pending = {link: offer for link, *offer in offers}
+        while pending:
+            for link in list(pending):
+                while link in pending and self.hub.pending(link):
+                    if self._answer_hello(link, *pending[link]):
+                        del pending[link]
+            remaining = deadline - time.monotonic()
+            if pending and remaining <= 0:
+                names = ", ".join(f"{link.peer!r} (to {link.me!r})" for link in pending)
+                raise LinkTimeout(f"{self.name!r} got no acceptable HELLO within {timeout:.0f}s from {names}")
+            if pending:
+                self.hub.wait(list(pending), min(remaining, 1.0))
+
+    def _answer_hello(self, link: ParentLink, message_space: Space, instruction: Space, info: dict[str, Any]) -> bool:
+        """Read one message of a link in its handshake; True once it is welcomed."""
+        me, num_envs = link.me, self.cfg.env.num_envs
         parent = self.plan.parent[me]
         period, mode = self.plan.node(parent).period, self.cfg.level_mode(self.plan.level_of(parent))
-        deadline = time.monotonic() + self.cfg.run.startup_timeout_s
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise LinkTimeout(f"{me!r} got no acceptable HELLO from parent {link.peer!r} within "
-                                  f"{self.cfg.run.startup_timeout_s:.0f}s")
-            try:
-                hello = Hello.from_message(self.hub.recv(link, (Kind.HELLO,), remaining,
-                                                         f"HELLO from parent {link.peer!r}"))
-                check_hello(hello, me, self.cfg.env.num_envs, instruction, period, mode)
-            except VersionMismatch as e:
-                log.error("rejected the HELLO of %r: %s", link.peer, e)
-                link.send(protocol.reject_message(me, e, version=e.version))
-                continue
-            except HandshakeError as e:
-                log.error("rejected the HELLO of %r: %s", link.peer, e)
-                link.send(protocol.reject_message(me, e))
-                continue
-            break
-        welcome = Welcome(me, self.cfg.env.num_envs, message_space, instruction, info)
+        try:
+            msg = self.hub.try_recv(link)
+            if msg is None or msg.kind != Kind.HELLO:
+                return False
+            hello = Hello.from_message(msg)
+            check_hello(hello, me, num_envs, instruction, period, mode)
+        except VersionMismatch as e:
+            log.error("rejected the HELLO of %r: %s", link.peer, e)
+            link.send(protocol.reject_message(me, e, version=e.version))
+            return False
+        except HandshakeError as e:
+            log.error("rejected the HELLO of %r: %s", link.peer, e)
+            link.send(protocol.reject_message(me, e))
+            return False
+        welcome = Welcome(me, num_envs, message_space, instruction, info)
         link.send(welcome.to_message())
-        link.agreed = {Kind.DOWN: protocol.down_arrays(instruction, self.cfg.env.num_envs)}
+        link.agreed = {Kind.DOWN: protocol.down_arrays(instruction, num_envs)}
         link.caps = protocol.agreed_caps(hello, welcome)
         link.established = True
+        return True
 
     def greet_children(self, children: list[ChildLink], hello: Hello, sends: Any) -> list[Welcome]:
         """The parent's side of the handshake (§8): HELLO to every child, then check each answer. A WELCOME this
@@ -276,9 +292,8 @@ class EnvActor(Actor):
             raise config_mod.ConfigError(f"{cfg.source}: env.n_agents = {cfg.env.n_agents} but {cfg.env.kind} "
                                          f"{cfg.env.scenario!r} has {len(level.names)} agents")
         links = {c: self.hub.serve_parent(self.plan.endpoints[c], self.plan.parent[c], me=c) for c in level.names}
-        for child, link in links.items():
-            self.welcome_parent(link, child, level.message_space(child), level.instruction_space(child),
-                                level.info(child))
+        self.welcome_parents([(link, level.message_space(child), level.instruction_space(child),
+                               level.info(child)) for child, link in links.items()])
         recorder = EnvRecorder(self.run_dir, level.level0, self.metrics, cfg.run.log_every_s)
         if self.resume:
             recorder.restore()
@@ -350,7 +365,7 @@ class AgentActor(Actor):
             if hasattr(node.agent, "on_call"):  # LLM agents report each call's outcome and tokens
                 node.agent.on_call = self.metrics.llm_call
         if parent_link:
-            self.welcome_parent(parent_link, self.name, node.message_space, instruction, {})
+            self.welcome_parents([(parent_link, node.message_space, instruction, {})])
         recorder = NodeRecorder(self.run_dir, node, self.metrics, cfg.run.checkpoint_every_s)
         if self.resume:
             recorder.restore()
