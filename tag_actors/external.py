@@ -48,6 +48,10 @@ def external_instructions(cfg: Config, run_dir: Path, wiring: dict[str, Any], na
             args += [f"--bind {endpoints[served[0]]}", f"--parent {plan.parent[served[0]]}"]
         if name != ENV:
             args.append(f"--period {plan.node(name).period}")
+        if cfg.placement.curve and children:
+            child_host = host_of(cfg, plan, plan.process_of(children[0]))
+            args += [f"--curve-keys {cfg.placement.keys_dir}", f"--host {host_of(cfg, plan, name)}",
+                     f"--children-host {child_host}"]
         lines.append(f"  e.g.    python examples/foreign_agent.py {' '.join(args)}")
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
     (run_dir / "logs" / f"{file_name(name)}.external.txt").write_text("\n".join(lines) + "\n")

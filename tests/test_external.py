@@ -67,6 +67,24 @@ def test_both_reference_agents_join_a_real_run(launch, procs, tmp_path):
     assert (tmp_path / "run" / "logs" / "l1.0.external.txt").read_text().startswith("external process 'l1.0'")
 
 
+@pytest.mark.slow
+def test_the_plain_python_agent_joins_over_tcp_with_curve(launch, procs, tmp_path):
+    """As an outsider would: TCP, every link encrypted and authenticated, keys loaded with zmq.auth."""
+    keys = tmp_path / "keys"
+    subprocess.run([sys.executable, "-m", "tag_actors.keys", str(keys), "a"], check=True, cwd=ROOT,
+                   capture_output=True)
+    cfg = write_config(tmp_path, ["l1.0"], 120)
+    text = cfg.read_text().replace("[run]\n", '[run]\ntransport = "tcp"\n')
+    cfg.write_text(text + f'hosts = {{ a = "127.0.0.1" }}\ncurve = true\nkeys_dir = "{keys}"\n')
+    run = launch.start(str(cfg), "--quiet", "--run-dir", str(tmp_path / "run"))
+    args = read_instructions(run, ["l1.0"])["l1.0"]
+    assert "--curve-keys" in args and args[args.index("--bind") + 1].startswith("tcp://127.0.0.1:")
+    agent = procs.start([*agent_cmd("python"), *args])
+    out, err = run.communicate(timeout=300)
+    assert run.returncode == 0, err + out
+    assert agent.wait(30) == 0
+
+
 def test_an_external_process_that_never_comes_is_named(launch, tmp_path):
     cfg = write_config(tmp_path, ["l1.0"], 10)
     result = launch.run(str(cfg), "--quiet", "--run-dir", str(tmp_path / "run"), timeout=120)
