@@ -311,7 +311,10 @@ def main() -> int:
                 waits_for_down(first, tick, parent_period, all_ended) if parent_mode == "lockstep" else first
             )
             if not stop and wait:  # the instruction itself is ignored by this random policy
-                stopped_by_parent = parent.recv_kind((DOWN, STOP), None, "DOWN")["kind"] == STOP
+                msg = parent.recv_kind((DOWN, STOP), None, "DOWN")
+                while msg["kind"] == DOWN and msg["tick"] != tick:  # §9.1: a DOWN of another tick is dropped
+                    msg = parent.recv_kind((DOWN, STOP), None, "DOWN")
+                stopped_by_parent = msg["kind"] == STOP
             elif not stop:  # §9.3 async: take whatever has arrived, never wait
                 while (msg := parent.recv(0)) is not None:
                     stopped_by_parent |= msg["kind"] == STOP

@@ -98,10 +98,19 @@ class Inbox:
         else:
             raise HandshakeError(f"parent {self.link.peer!r} rejected {self.link.me!r}: {msg.meta.get('reason')}")
 
-    def update(self, parent_decides: bool) -> None:
-        """Called right after sending UP for this tick."""
+    def update(self, parent_decides: bool, tick: int) -> None:
+        """Called right after sending UP for ``tick``. Lockstep, the DOWN awaited is the one for this tick (§5.5):
+        one for another tick (a parent that sent DOWN where the clock says it must not) is dropped and counted,
+        rather than applied late in silence."""
         if (self.wait and parent_decides) or self.latest is None:
-            self._take(self.hub.recv(self.link, self.KINDS, None, "DOWN"))
+            while True:
+                msg = self.hub.recv(self.link, self.KINDS, None, "DOWN")
+                if self.wait and msg.kind == Kind.DOWN and msg.tick != tick:
+                    self.hub.count_bad(self.link.peer, "tick", f"DOWN for tick {msg.tick} while {self.link.me!r} "
+                                       f"waits for the DOWN of tick {tick} (PROTOCOL.md §9.1)")
+                    continue
+                self._take(msg)
+                break
         if not self.wait:
             for msg in self.hub.drain(self.link, self.KINDS):
                 self._take(msg)
@@ -323,7 +332,7 @@ class EnvActor(Actor):
                     reason = "completed"
                     return reason
                 for child, inbox in inboxes.items():
-                    inbox.update(decides[child])
+                    inbox.update(decides[child], tick)
                 started = time.perf_counter()
                 reports = level.step({c: inbox.latest for c, inbox in inboxes.items()})
                 if self.metrics:
@@ -402,7 +411,7 @@ class AgentActor(Actor):
                 sent = time.perf_counter()
                 outbox.put(up_message(report, tick, env_steps, stop), (stop or parent_decides) and not report_late)
                 if not stop:
-                    inbox.update(parent_decides)
+                    inbox.update(parent_decides, tick)
                     if metrics and inbox.wait and parent_decides:
                         metrics.observe_roundtrip(parent_link.peer, time.perf_counter() - sent)
                     stop = inbox.stopped

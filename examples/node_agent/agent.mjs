@@ -225,7 +225,9 @@ async function main() {
           f: { dtype: "uint8", shape: [b], data: f } } });
       const wait = parentMode === "lockstep" ? waitsForDown(first, tick, parentPeriod, allEnded) : first;
       if (!stop && wait) { // the instruction itself is ignored by this random policy
-        stoppedByParent = (await parent.recvKind([DOWN, STOP], null, "DOWN")).kind === STOP;
+        let msg = await parent.recvKind([DOWN, STOP], null, "DOWN");
+        while (msg.kind === DOWN && msg.tick !== tick) msg = await parent.recvKind([DOWN, STOP], null, "DOWN"); // §9.1
+        stoppedByParent = msg.kind === STOP;
       } else if (!stop) { // §9.3 async: take whatever has arrived, never wait
         for (let msg = await parent.recv(0); msg !== null; msg = await parent.recv(0)) {
           if (msg.kind === STOP) stoppedByParent = true;

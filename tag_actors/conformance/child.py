@@ -138,6 +138,7 @@ def check_child(args: argparse.Namespace, ctx: zmq.Context) -> Results:
             encode(Message(Kind.DOWN, args.parent, tick=tick, batch=b + 1, arrays={"a": good})),
             [b"\x92\x01"],
             encode(P.down_message(good, tick, None))[:1],
+            encode(P.down_message(good, tick - 1, None)),  # a DOWN of another tick (§9.1: never applied late)
         ):
             if frames[0] != b"\x92\x01":
                 h = msgpack.unpackb(frames[0])
