@@ -32,10 +32,10 @@ def main() -> None:
         frames = [bytes(f) for f in encode(msg)]
         agreed = {P.Kind.UP: P.up_arrays(Box((args.obs,)), b)}
 
-        def generic() -> None:
+        def generic(frames: list[bytes] = frames) -> None:
             P.check_tick_message(decode(frames))
 
-        def checked() -> None:
+        def checked(frames: list[bytes] = frames, agreed: dict = agreed) -> None:
             decode(frames, agreed=agreed)
 
         best = {generic: float("inf"), checked: float("inf")}
