@@ -11,8 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from tests.test_conformance import ROOT, Procs, agent_cmd
+from test_conformance import ROOT, Procs, agent_cmd
 
 CONFIG = (ROOT / "configs" / "balance_random.toml").read_text()
 
