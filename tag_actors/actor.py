@@ -219,7 +219,7 @@ class Actor:
             remaining = deadline - time.monotonic()
             if pending and remaining <= 0:
                 names = ", ".join(f"{link.peer!r} (to {link.me!r})" for link in pending)
-                raise LinkTimeout(f"{self.name!r} got no acceptable HELLO within {timeout:.0f}s from {names}")
+                raise LinkTimeout(f"{self.name!r} waited {timeout:.0f}s for an acceptable HELLO from {names}")
             if pending:
                 self.hub.wait(list(pending), min(remaining, 1.0))
 
