@@ -92,6 +92,17 @@ def test_our_env_process_conforms_as_a_child(procs, tmp_path):
     assert env.wait(30) == 0
 
 
+def test_our_async_env_process_conforms_as_a_child(procs, tmp_path):
+    """levels.0.mode = 'async': the env waits for the first DOWN only and never again (§9.3)."""
+    w = wiring(tmp_path, [{"agent": "random", "fan_in": 2, "mode": "async"}], 2)
+    env = actor(procs, w, "env")
+    rc, out = suite(procs, "child", {f"env/{i}": w["endpoints"][f"env/{i}"] for i in range(2)}, "--parent", "l1.0",
+                    "--num-envs", "4", "--expects-period", "--mode", "async")
+    assert_passed(rc, out, 11)
+    assert "(period 1, async)" in out
+    assert env.wait(30) == 0
+
+
 def test_our_agent_process_conforms_as_a_parent(procs, tmp_path):
     w = wiring(tmp_path, [{"agent": "random", "fan_in": 2},
                           {"agent": "random", "fan_in": 2, "every": 2, "instruction": {"type": "box", "dim": 2}}], 4)
