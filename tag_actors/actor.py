@@ -1,12 +1,13 @@
 """One process of a run: the env or one agent, fed over the wire. ``python -m tag_actors.actor RUN_DIR NAME``.
 
 The launcher writes ``RUN_DIR/config.json`` (the resolved config) and ``RUN_DIR/plan.json`` (endpoints, metrics
-ports) and starts one of these per process. The loop of an agent is the lockstep tick of DESIGN.md §3:
+ports) and starts one of these per process. Every message it sends or checks is built by
+``tag_actors.protocol`` (PROTOCOL.md is the spec). The loop of an agent is one lockstep tick (PROTOCOL.md §9.2):
 
     children's UP ─▶ node.on_children ─▶ UP to parent ─▶ parent's DOWN ─▶ node.on_instruction ─▶ DOWN to children
 
-A run ends with explicit, acknowledged messages: the env marks its last UP with ``stop``; the marker travels to
-the top, which answers STOP; every agent checkpoints, passes STOP down, and acknowledges (BYE) once its whole
+A run ends with explicit, acknowledged messages (§11): the env marks its last UP with ``stop``; the marker travels
+to the top, which answers STOP; every agent checkpoints, passes STOP down, and acknowledges (BYE) once its whole
 subtree has. SIGTERM/SIGINT checkpoint and exit at once.
 """
 
@@ -26,21 +27,24 @@ from typing import Any
 import numpy as np
 
 from tag_actors import config as config_mod
+from tag_actors import protocol
 from tag_actors.agents import agent_class
 from tag_actors.node import AgentNode, Report
-from tag_actors.topology import ENV, Plan, build_plan, remove_socket_dir
-from tag_actors.transport import ChildLink, Hub, Link, ParentLink, PeerLost
-from tag_actors.wire import (
+from tag_actors.protocol import (
     HandshakeError,
     Hello,
     Kind,
     Message,
+    VersionMismatch,
     Welcome,
     check_hello,
     check_welcome,
     pack_flags,
     unpack_flags,
 )
+from tag_actors.spaces import Space
+from tag_actors.topology import ENV, Plan, build_plan, remove_socket_dir
+from tag_actors.transport import ChildLink, Hub, Link, LinkTimeout, ParentLink, PeerLost
 
 log = logging.getLogger("tag_actors.actor")
 STOP_ACK_TIMEOUT_S = 60.0
@@ -56,16 +60,13 @@ def _raise_shutdown(signum: int, _frame: Any) -> None:
 
 
 def up_message(report: Report, tick: int, env_steps: int, stop: bool) -> Message:
-    meta: dict[str, Any] = {"e": env_steps}
-    if stop:
-        meta["stop"] = True
-    arrays = {"x": report.message, "r": report.reward,
-              "f": pack_flags(report.terminated, report.truncated, report.first)}
-    return Message(Kind.UP, "", tick=tick, batch=len(report.reward), arrays=arrays, meta=meta)
+    """A node's Report as an UP message (PROTOCOL.md §5.4)."""
+    flags = pack_flags(report.terminated, report.truncated, report.first)
+    return protocol.up_message(report.message, report.reward, flags, tick, env_steps, stop)
 
 
 def report_of(msg: Message) -> Report:
-    """An UP message as a Report (its arrays were checked on receipt, see ``wire.check_tick_message``)."""
+    """An UP message as a Report (its arrays were checked on receipt against what the link agreed, §6)."""
     terminated, truncated, first = unpack_flags(msg.arrays["f"])
     return Report(msg.arrays["x"], msg.arrays["r"], terminated, truncated, first)
 
@@ -73,11 +74,13 @@ def report_of(msg: Message) -> Report:
 class Inbox:
     """A child's end of the link to its parent, as seen by the tick loop: the parent's latest instruction.
 
-    lockstep: at a tick where the parent decides, wait for its DOWN (the parent's decision ticks are computed
-    here from the same clocks, see ``AgentNode.decides_at``); async: never wait, take the newest DOWN that has
-    arrived. Either way STOP is noticed, and staleness (ticks and seconds since the parent computed the
-    instruction) is tracked for metrics.
+    lockstep: at a tick where the parent decides, wait for its DOWN (the decision clock of PROTOCOL.md §9.1,
+    ``protocol.waits_for_down``); async: never wait, take the newest DOWN that has arrived (§9.3). Either way STOP
+    is noticed, and staleness (ticks and seconds since the parent computed the instruction) is tracked for
+    metrics. A REJECT (the parent refused this child's WELCOME, §8.2) ends the process with the parent's reason.
     """
+
+    KINDS = (Kind.DOWN, Kind.STOP, Kind.REJECT)
 
     def __init__(self, hub: Hub, link: ParentLink, wait: bool):
         self.hub, self.link, self.wait = hub, link, wait
@@ -87,22 +90,34 @@ class Inbox:
         self.stopped = False
 
     def _take(self, msg: Message) -> None:
-        if msg.kind == Kind.STOP:
+        if msg.kind == Kind.DOWN:
+            self.latest, self.tick = msg.arrays["a"], msg.tick
+            self.sent_at = msg.meta.get(protocol.META_SENT_AT) or time.time()
+        elif msg.kind == Kind.STOP:
             self.stopped = True
         else:
-            self.latest, self.tick, self.sent_at = msg.arrays["a"], msg.tick, msg.meta.get("ts", 0.0)
+            raise HandshakeError(f"parent {self.link.peer!r} rejected {self.link.me!r}: {msg.meta.get('reason')}")
 
-    def update(self, parent_decides: bool) -> None:
-        """Called right after sending UP for this tick."""
+    def update(self, parent_decides: bool, tick: int) -> None:
+        """Called right after sending UP for ``tick``. Lockstep, the DOWN awaited is the one for this tick (§5.5):
+        one for another tick (a parent that sent DOWN where the clock says it must not) is dropped and counted,
+        rather than applied late in silence."""
         if (self.wait and parent_decides) or self.latest is None:
-            self._take(self.hub.recv(self.link, (Kind.DOWN, Kind.STOP), None, "DOWN"))
+            while True:
+                msg = self.hub.recv(self.link, self.KINDS, None, "DOWN")
+                if self.wait and msg.kind == Kind.DOWN and msg.tick != tick:
+                    self.hub.count_bad(self.link.peer, "tick", f"DOWN for tick {msg.tick} while {self.link.me!r} "
+                                       f"waits for the DOWN of tick {tick} (PROTOCOL.md §9.1)")
+                    continue
+                self._take(msg)
+                break
         if not self.wait:
-            for msg in self.hub.drain(self.link, (Kind.DOWN, Kind.STOP)):
+            for msg in self.hub.drain(self.link, self.KINDS):
                 self._take(msg)
 
     def wait_stop(self) -> None:
         while not self.stopped:
-            self._take(self.hub.recv(self.link, (Kind.DOWN, Kind.STOP), None, "STOP"))
+            self._take(self.hub.recv(self.link, self.KINDS, None, "STOP"))
 
 
 class Outbox:
@@ -187,22 +202,88 @@ class Actor:
         if self.metrics:
             self.metrics.frame_sent(link.peer, nbytes)
 
-    def welcome_parent(self, link: ParentLink, me: str, message_space: Any, instruction: Any,
-                       info: dict[str, Any]) -> None:
-        msg = self.hub.recv(link, (Kind.HELLO,), self.cfg.run.startup_timeout_s, f"HELLO from parent {link.peer!r}")
-        hello = Hello.from_message(msg)
+    def welcome_parents(self, offers: list[tuple[ParentLink, Space, Space, dict[str, Any]]]) -> None:
+        """The child's side of the handshake (PROTOCOL.md §8), on every link this process serves at once (the env
+        serves one per env agent): each parent's HELLO is answered with WELCOME, or with a REJECT that says why
+        (another version, schema, batch, space, period or mode), and then a better HELLO is awaited until the
+        start-up timeout. A refused peer hears the reason at connect time, never a silence; a missing parent
+        does not hold up the others' handshakes. ``offers``: (link, message space, instruction space, info)."""
+        timeout = self.cfg.run.startup_timeout_s
+        deadline = time.monotonic() + timeout
+        pending = {link: offer for link, *offer in offers}
+        while pending:
+            for link in list(pending):
+                while link in pending and self.hub.pending(link):
+                    if self._answer_hello(link, *pending[link]):
+                        del pending[link]
+            remaining = deadline - time.monotonic()
+            if pending and remaining <= 0:
+                names = ", ".join(f"{link.peer!r} (to {link.me!r})" for link in pending)
+                raise LinkTimeout(f"{self.name!r} waited {timeout:.0f}s for an acceptable HELLO from {names}")
+            if pending:
+                self.hub.wait(list(pending), min(remaining, 1.0))
+
+    def _answer_hello(self, link: ParentLink, message_space: Space, instruction: Space, info: dict[str, Any]) -> bool:
+        """Read one message of a link in its handshake; True once it is welcomed."""
+        me, num_envs = link.me, self.cfg.env.num_envs
+        parent = self.plan.parent[me]
+        period, mode = self.plan.node(parent).period, self.cfg.level_mode(self.plan.level_of(parent))
         try:
-            check_hello(hello, me, self.cfg.env.num_envs, instruction)
+            msg = self.hub.try_recv(link)
+            if msg is None or msg.kind != Kind.HELLO:
+                return False
+            hello = Hello.from_message(msg)
+            check_hello(hello, me, num_envs, instruction, period, mode)
+        except VersionMismatch as e:
+            log.error("rejected the HELLO of %r: %s", link.peer, e)
+            link.send(protocol.reject_message(me, e, version=e.version))
+            return False
         except HandshakeError as e:
-            link.send(Message(Kind.REJECT, me, meta={"reason": str(e)}))
-            raise
-        link.send(Welcome(me, self.cfg.env.num_envs, message_space, instruction, info).to_message())
+            log.error("rejected the HELLO of %r: %s", link.peer, e)
+            link.send(protocol.reject_message(me, e))
+            return False
+        welcome = Welcome(me, num_envs, message_space, instruction, info)
+        link.send(welcome.to_message())
+        link.agreed = {Kind.DOWN: protocol.down_arrays(instruction, num_envs)}
+        link.caps = protocol.agreed_caps(hello, welcome)
         link.established = True
+        return True
+
+    def greet_children(self, children: list[ChildLink], hello: Hello, sends: Any) -> list[Welcome]:
+        """The parent's side of the handshake (§8): HELLO to every child, then check each answer. A WELCOME this
+        parent cannot accept is answered with REJECT before this process gives up (§8.2)."""
+        for link in children:
+            hello.child = link.peer
+            link.send(hello.to_message())
+        by_peer = {link.peer: link for link in children}
+        try:
+            answers = self.hub.recv_from_all(children, (Kind.WELCOME, Kind.REJECT), self.cfg.run.startup_timeout_s,
+                                             "WELCOME (is the child process up?)")
+        except VersionMismatch as e:
+            by_peer[e.peer].send(protocol.reject_message(self.name, e, version=e.version))
+            raise
+        welcomes = []
+        for link in children:
+            msg = answers[link]
+            if msg.kind == Kind.REJECT:
+                raise HandshakeError(f"child {link.peer!r} rejected {self.name!r}: {msg.meta.get('reason')}")
+            try:
+                welcome = Welcome.from_message(msg)
+                check_welcome(welcome, self.name, link.peer, self.cfg.env.num_envs, sends)
+            except HandshakeError as e:
+                link.send(protocol.reject_message(self.name, e))
+                raise
+            hello.child = link.peer
+            link.agreed = {Kind.UP: protocol.up_arrays(welcome.message_space, self.cfg.env.num_envs)}
+            link.caps = protocol.agreed_caps(hello, welcome)
+            link.established = True
+            welcomes.append(welcome)
+        return welcomes
 
     def stop_children(self, links: list[ChildLink]) -> None:
-        """Pass STOP down and wait until every child's subtree has acknowledged."""
+        """Pass STOP down and wait until every child's subtree has acknowledged (§11)."""
         for link in links:
-            link.send(Message(Kind.STOP, self.name))
+            link.send(protocol.stop_message())
         for link in self.hub.recv_from_all(links, (Kind.BYE,), STOP_ACK_TIMEOUT_S, "BYE"):
             link.established = False  # its process may exit now; that is no longer a lost peer
 
@@ -221,9 +302,8 @@ class EnvActor(Actor):
             raise config_mod.ConfigError(f"{cfg.source}: env.n_agents = {cfg.env.n_agents} but {cfg.env.kind} "
                                          f"{cfg.env.scenario!r} has {len(level.names)} agents")
         links = {c: self.hub.serve_parent(self.plan.endpoints[c], self.plan.parent[c], me=c) for c in level.names}
-        for child, link in links.items():
-            self.welcome_parent(link, child, level.message_space(child), level.instruction_space(child),
-                                level.info(child))
+        self.welcome_parents([(link, level.message_space(child), level.instruction_space(child),
+                               level.info(child)) for child, link in links.items()])
         recorder = EnvRecorder(self.run_dir, level.level0, self.metrics, cfg.run.log_every_s)
         if self.resume:
             recorder.restore()
@@ -241,8 +321,7 @@ class EnvActor(Actor):
                 steps = level.level0.env_steps
                 all_ended = bool(level.level0.pending_reset.all())
                 fresh = tick == start_tick
-                decides = {c: (fresh or tick % periods[c] == 0) and not all_ended  # as AgentNode.decides_at
-                           for c in links}
+                decides = {c: protocol.waits_for_down(fresh, tick, periods[c], all_ended) for c in links}
                 for child, _ in ordered:
                     outboxes[child].put(up_message(reports[child], tick, steps, stop), stop or decides[child])
                 if stop:
@@ -250,11 +329,11 @@ class EnvActor(Actor):
                         inbox.wait_stop()
                     for _, link in ordered:
                         link.established = False
-                        link.send(Message(Kind.BYE, ""))
+                        link.send(protocol.bye_message())
                     reason = "completed"
                     return reason
                 for child, inbox in inboxes.items():
-                    inbox.update(decides[child])
+                    inbox.update(decides[child], tick)
                 started = time.perf_counter()
                 reports = level.step({c: inbox.latest for c, inbox in inboxes.items()})
                 if self.metrics:
@@ -282,19 +361,8 @@ class AgentActor(Actor):
         parent_link = self.hub.serve_parent(self.plan.endpoints[self.name], parent) if parent else None
         children = [self.hub.connect_child(self.plan.endpoints[c], c) for c in spec.children]
         sends = cfg.instruction_space(spec.level) if spec.level >= 2 else None
-        for link in children:
-            link.send(Hello(self.name, link.peer, cfg.env.num_envs, sends).to_message())
-        answers = self.hub.recv_from_all(children, (Kind.WELCOME, Kind.REJECT), cfg.run.startup_timeout_s,
-                                         "WELCOME (is the child process up?)")
-        welcomes = []
-        for link in children:
-            msg = answers[link]
-            if msg.kind == Kind.REJECT:
-                raise HandshakeError(f"child {link.peer!r} rejected {self.name!r}: {msg.meta.get('reason')}")
-            welcome = Welcome.from_message(msg)
-            check_welcome(welcome, self.name, link.peer, cfg.env.num_envs, sends)
-            link.established = True
-            welcomes.append(welcome)
+        hello = Hello(self.name, "", cfg.env.num_envs, sends, spec.period, cfg.level_mode(spec.level))
+        welcomes = self.greet_children(children, hello, sends)
         instruction = cfg.instruction_space(spec.level + 1) if parent else None
         node = AgentNode(spec, cfg.env.num_envs, [w.message_space.flat_dim for w in welcomes],
                          [w.instruction_space for w in welcomes], instruction,
@@ -307,7 +375,7 @@ class AgentActor(Actor):
             if hasattr(node.agent, "on_call"):  # LLM agents report each call's outcome and tokens
                 node.agent.on_call = self.metrics.llm_call
         if parent_link:
-            self.welcome_parent(parent_link, self.name, node.message_space, instruction, {})
+            self.welcome_parents([(parent_link, node.message_space, instruction, {})])
         recorder = NodeRecorder(self.run_dir, node, self.metrics, cfg.run.checkpoint_every_s)
         if self.resume:
             recorder.restore()
@@ -344,7 +412,7 @@ class AgentActor(Actor):
                 sent = time.perf_counter()
                 outbox.put(up_message(report, tick, env_steps, stop), (stop or parent_decides) and not report_late)
                 if not stop:
-                    inbox.update(parent_decides)
+                    inbox.update(parent_decides, tick)
                     if metrics and inbox.wait and parent_decides:
                         metrics.observe_roundtrip(parent_link.peer, time.perf_counter() - sent)
                     stop = inbox.stopped
@@ -355,7 +423,7 @@ class AgentActor(Actor):
                 if inbox is not None:
                     inbox.wait_stop()
                     parent_link.established = False
-                    parent_link.send(Message(Kind.BYE, ""))
+                    parent_link.send(protocol.bye_message())
                 recorder.log.write("staleness", ticks_mean=staleness[0] / max(staleness[2], 1),
                                    seconds_mean=staleness[1] / max(staleness[2], 1), decisions=staleness[2])
                 return "completed"
@@ -363,11 +431,10 @@ class AgentActor(Actor):
             behind = not children_wait and all(hub.pending(link) for link in children)
             backlog = backlog + 1 if behind else 0
             actions = node.on_instruction(inbox.latest if inbox else None, allow_decision=not behind)
-            if node.decided:  # otherwise the children keep what they hold without asking (see decides_at)
+            if node.decided:  # otherwise the children keep what they hold without asking (§9.1)
                 now = time.time()
                 for link, action in zip(children, actions, strict=True):
-                    self.send(link, Message(Kind.DOWN, "", tick=tick, batch=len(action), arrays={"a": action},
-                                            meta={"ts": now}))
+                    self.send(link, protocol.down_message(action, tick, now if "ts" in link.caps else None))
                 if inbox is not None:
                     age_ticks, age_s = tick - inbox.tick, now - inbox.sent_at
                     staleness[0] += age_ticks

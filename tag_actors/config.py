@@ -130,6 +130,9 @@ class PlacementConfig:
     """Encrypt and authenticate every link with CURVE keys (python -m tag_actors.keys makes them)."""
     keys_dir: str = "keys"
     """Folder with <host>.key (public, all hosts) and <host>.key_secret (this host's only)."""
+    external: list[str] = field(default_factory=list)
+    """Processes the launcher does not start (e.g. ["l1.0"]): it prints where each must bind and connect, and the
+    run waits for them within run.startup_timeout_s. Any implementation of PROTOCOL.md can take their place."""
 
 
 @dataclass

@@ -23,6 +23,7 @@ from typing import Any
 from tag_actors import config as config_mod
 from tag_actors.config_files import find_config
 from tag_actors.end_of_run import RunEnd, check_loggers
+from tag_actors.external import external_instructions, missing_externals
 from tag_actors.progress import RunWatcher
 from tag_actors.runlog import file_name
 from tag_actors.topology import ENV, assign_endpoints, build_plan, host_address, host_of, remove_socket_dir
@@ -72,6 +73,10 @@ def local_processes(cfg: config_mod.Config, plan: Any, host: str | None) -> tupl
     unknown = sorted(set(cfg.placement.processes) - set(known))
     if unknown:
         raise config_mod.ConfigError(f"{cfg.source}: placement.processes.{unknown[0]}: no such process "
+                                     f"(processes: {', '.join(known)})")
+    strangers = [n for n in cfg.placement.external if n not in known]
+    if strangers:
+        raise config_mod.ConfigError(f"{cfg.source}: placement.external: no process {strangers[0]!r} "
                                      f"(processes: {', '.join(known)})")
     if host is None:
         if cfg.multi_host:
@@ -129,6 +134,7 @@ def prepare_run(cfg: config_mod.Config, run_dir: Path, resume: bool = False,
             *ports, launcher_port = free_ports(len(names) + 1)
             metrics_ports = dict(zip(names, ports, strict=True))
     wiring = {"endpoints": plan.endpoints, "metrics_ports": metrics_ports, "host": host, "processes": mine,
+              "external": [n for n in mine if n in cfg.placement.external],
               "metrics_addr": metrics_addr, "resume": resume, "cwd": str(Path.cwd()), "run_id": run,
               "launcher_pid": os.getpid()}
     (run_dir / "config.json").write_text(json.dumps({"config": cfg.to_dict(), "source": cfg.source}, indent=2))
@@ -138,7 +144,7 @@ def prepare_run(cfg: config_mod.Config, run_dir: Path, resume: bool = False,
         wiring["launcher_metrics_port"] = launcher_port
         targets = [file_sd_target(metrics_addr, metrics_ports[n], run=run, config=cfg.run.name,
                                   level=plan.level_of(n), agent=n, host=host, role="env" if n == ENV else "agent")
-                   for n in mine]
+                   for n in mine if n not in wiring["external"]]  # an external process serves none
         targets.append(file_sd_target(metrics_addr, launcher_port, run=run, config=cfg.run.name, level=None,
                                       agent=LAUNCHER, host=host, role=LAUNCHER))
         sd_file = write_file_sd(run_dir / "prometheus_targets.json", targets)
@@ -353,8 +359,11 @@ def main(argv: list[str] | None = None) -> int:
         run_state = run_metrics.start(wiring["run_id"], cfg.run.name, wiring["host"], run_dir,
                                       cfg.run.total_env_steps, wiring["launcher_metrics_port"],
                                       wiring["metrics_addr"])
+    external = wiring["external"]
+    for name in external:
+        print(external_instructions(cfg, run_dir, wiring, name), flush=True)
     end = RunEnd.start(cfg, run_dir, args.quiet)
-    children = start_children(run_dir, names)
+    children = start_children(run_dir, [n for n in names if n not in external])
     signal.signal(signal.SIGTERM, _interrupt)
     code = 130
     try:
@@ -364,6 +373,11 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         terminate(children)
     finally:
+        if code == 1:
+            for name in missing_externals(run_dir, external):
+                print(f"tag_actors: external process {name!r} did not join within run.startup_timeout_s = "
+                      f"{cfg.run.startup_timeout_s:.0f}s (its neighbours waited for it; see the addresses above)",
+                      file=sys.stderr)
         remove_socket_dir(wiring["endpoints"], every_process_ended=True)
         if wiring["metrics_ports"]:  # however the run ended: its final state, then it leaves Prometheus's targets
             from tag_actors import run_metrics

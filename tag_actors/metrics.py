@@ -236,8 +236,9 @@ LEARNER_ALIASES: dict[str, str] = {"clipfrac": "clip_fraction"}
 
 _CONST_LABELS = ("run", "config", "level", "agent", "host")
 
-#: why a frame from a known peer was dropped: the BadFrame reasons of tag_actors.wire, plus ``sender`` (signed by
-#: someone else), ``unexpected`` (a kind not awaited now) and ``other`` (any reason not listed here)
+#: why a frame from a known peer was dropped: the BadFrame reasons of tag_actors.wire (PROTOCOL.md §13; ``shape``,
+#: ``batch`` and ``meta`` break the handshake's agreement, ``tick`` is a DOWN for another tick), plus ``sender``
+#: (signed by someone else), ``unexpected`` (a kind not awaited now) and ``other`` (any reason not listed here)
 BAD_FRAME_REASONS: tuple[str, ...] = (
     "empty",
     "oversized",
@@ -249,6 +250,10 @@ BAD_FRAME_REASONS: tuple[str, ...] = (
     "dtype",
     "truncated",
     "content",
+    "shape",
+    "batch",
+    "meta",
+    "tick",
     "sender",
     "unexpected",
     "other",

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tag_actors.agents import AgentContext, make_agent
+from tag_actors.protocol import waits_for_down
 from tag_actors.spaces import Box, Discrete, MultiDiscrete, Space
 
 if TYPE_CHECKING:
@@ -205,12 +206,12 @@ class AgentNode:
         return Report(message, reward, head.terminated, head.truncated, first)
 
     def decides_at(self, period: int) -> bool:
-        """Whether an agent with decision ``period`` decides this tick (valid after ``on_children``). A child and
-        its parent compute the same answer from the same tick count and flags, so when the parent does not
-        decide the child keeps its instruction without waiting for one: lockstep stays exact, and the round trip
-        up the tree is paid only on the parent's decision ticks."""
+        """Whether an agent with decision ``period`` decides this tick (valid after ``on_children``): the decision
+        clock of PROTOCOL.md §9.1. A child and its parent compute the same answer from the same tick count and
+        flags, so when the parent does not decide the child keeps its instruction without waiting for one:
+        lockstep stays exact, and the round trip up the tree is paid only on the parent's decision ticks."""
         terminated, truncated, _ = self._flags
-        return (self.fresh or self.ticks % period == 0) and not bool(np.all(terminated | truncated))
+        return waits_for_down(self.fresh, self.ticks, period, bool(np.all(terminated | truncated)))
 
     def observation(self, instruction: np.ndarray | None) -> np.ndarray:
         parts = [self.children_obs]

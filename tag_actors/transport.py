@@ -10,7 +10,7 @@ pair per edge keeps routing trivial and lets each end name its peer in every err
 - ``Hub``        one per process: the context, a poller over the links and their socket monitors, strict
   decoding, bad-frame accounting, and ``wait``/``recv_from_all`` (the Tianshou worker shape).
 
-The data path is blocking pyzmq on purpose: FLOOR.md measured asyncio at about twice the round trip.
+The data path is blocking pyzmq on purpose: an asyncio version measured about twice the round trip.
 Liveness: ZMTP heartbeats close a silent connection after ``peer_timeout_s``; the socket monitor reports the
 disconnect, and the hub raises ``PeerLost`` naming the peer (on a ROUTER the disconnect could be a stray client,
 so it is confirmed by probing the parent's identity).
@@ -29,21 +29,24 @@ from pathlib import Path
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from tag_actors.wire import (
+from tag_actors.protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
+    HARD_LIMIT_FACTOR,
+    QUEUE_LIMIT,
+    Agreed,
     BadFrame,
-    HandshakeError,
     Kind,
     Message,
+    VersionMismatch,
     check_tick_message,
-    decode,
-    encode,
+    ping_message,
+    version_reject_reason,
 )
+from tag_actors.wire import decode, encode
 
 log = logging.getLogger(__name__)
-QUEUE_LIMIT = 100_000
-"""High-water mark per link, in messages. Lockstep never queues more than a few; in async mode a parent that thinks
-for seconds (an LLM) lets its children's UP messages pile up, and catches up on them when it is done."""
+# QUEUE_LIMIT (protocol.py, PROTOCOL.md §15): lockstep never queues more than a few messages; in async mode a
+# parent that thinks for seconds (an LLM) lets its children's UP messages pile up, and catches up on them later.
 ZERO_COPY_BYTES = 256 * 1024
 """Messages at least this big are sent zero-copy. Below it a copy is cheaper than pyzmq's zero-copy bookkeeping
 (each zero-copy frame is released through its garbage-collector thread), measured on the per-tick path."""
@@ -85,6 +88,10 @@ class Link:
         self.monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
                                                | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
         self.established = False
+        self.agreed: dict[Kind, Agreed] | None = None
+        """The per-tick arrays the handshake agreed for what this end receives (PROTOCOL.md §6)."""
+        self.caps: frozenset[str] = frozenset()
+        """Optional features both ends announced (PROTOCOL.md §8.5)."""
         self.send_seq = 0
         self.suspect_since: float | None = None
         self._identity = peer.encode()
@@ -149,7 +156,7 @@ class ParentLink(Link):
     def probe(self) -> bool:
         """True if the parent is still connected (ROUTER_MANDATORY refuses a send to a gone identity)."""
         try:
-            self.sock.send_multipart([self.peer.encode(), *encode(Message(Kind.PING, self.me))],
+            self.sock.send_multipart([self.peer.encode(), *encode(ping_message(self.me))],
                                      flags=zmq.NOBLOCK)
             return True
         except zmq.Again:
@@ -188,7 +195,7 @@ class Hub:
         sock.linger = 0
         sock.sndhwm = sock.rcvhwm = QUEUE_LIMIT
         # The hard limit disconnects a peer; keep it well above the application limit, which drops and counts.
-        sock.maxmsgsize = 4 * self.max_message_bytes
+        sock.maxmsgsize = HARD_LIMIT_FACTOR * self.max_message_bytes
         ivl = max(100, int(self.peer_timeout_s * 1000 / 5))
         sock.heartbeat_ivl = ivl
         sock.heartbeat_timeout = int(self.peer_timeout_s * 1000)
@@ -319,11 +326,12 @@ class Hub:
             return None
         nbytes = sum(len(f) for f in frames)
         try:
-            msg = decode(frames, self.max_message_bytes)
+            msg = decode(frames, self.max_message_bytes, link.agreed)
         except BadFrame as e:
             self.count_bad(link.peer, e.reason, e.detail)
             if e.reason == "version" and not link.established:
-                raise HandshakeError(f"{link.peer!r} and {link.me!r} speak different protocols: {e.detail}") from None
+                raise VersionMismatch(version_reject_reason(link.peer, link.me, e.version), e.version,
+                                      link.peer) from None
             return None
         if self.on_received:
             self.on_received(link.peer, nbytes)
@@ -332,11 +340,12 @@ class Hub:
         if msg.sender != link.peer:
             self.count_bad(link.peer, "sender", f"message signed {msg.sender!r} on the link to {link.peer!r}")
             return None
-        try:
-            check_tick_message(msg)
-        except BadFrame as e:
-            self.count_bad(link.peer, e.reason, e.detail)
-            return None
+        if link.agreed is None:
+            try:
+                check_tick_message(msg)
+            except BadFrame as e:
+                self.count_bad(link.peer, e.reason, e.detail)
+                return None
         return msg
 
     @staticmethod

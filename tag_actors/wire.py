@@ -1,77 +1,60 @@
-"""The wire: message kinds, framing, strict decoding and the handshake. Knows nothing of sockets or torch.
+"""The framing layer of the protocol (PROTOCOL.md §4): a message as frames and back, decoded strictly.
 
 A message is a list of frames: one msgpack header, then one raw frame per numpy array (zero-copy on both ends)::
 
     header = {"k": kind, "v": protocol version, "s": sender, "q": sequence number, "t": tick,
               "b": env batch size, "a": [[name, dtype, shape], ...], "m": {small metadata}}
 
-Decoding is strict: anything that does not match (unknown kind, wrong version, a dtype outside the allowlist, a
-frame whose length disagrees with its shape, too many bytes) raises ``BadFrame`` with a short ``reason`` that
-the transport counts per peer and drops. Never pickle.
+Decoding is strict: anything that does not match (unknown kind, other version, a dtype outside the allowlist, a
+frame whose length disagrees with its shape, too many bytes, a per-tick array unlike the one the link agreed in
+its handshake) raises ``BadFrame`` with a short ``reason`` that the transport counts per peer and drops (§13).
+Never pickle. Constants, kinds and message builders live in ``tag_actors.protocol``; they are re-exported here
+for the modules that import them from the wire.
 """
 
 from __future__ import annotations
 
-import enum
 import math
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 import msgpack
 import numpy as np
 
-from tag_actors.spaces import Space, space_difference, space_from_dict
-
-PROTOCOL_VERSION = 1
-DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-ALLOWED_DTYPES = frozenset(
-    {"bool", "uint8", "int8", "uint16", "int16", "uint32", "int32", "int64", "float16", "float32", "float64"}
+from tag_actors.protocol import (
+    ALLOWED_DTYPES,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    FIRST,
+    PROTOCOL_VERSION,
+    TERMINATED,
+    TICK_ARRAYS,
+    TRUNCATED,
+    Agreed,
+    BadFrame,
+    HandshakeError,
+    Hello,
+    Kind,
+    Message,
+    Welcome,
+    check_hello,
+    check_tick_message,
+    check_welcome,
+    pack_flags,
+    unpack_flags,
 )
+
+__all__ = [
+    "ALLOWED_DTYPES", "DEFAULT_MAX_MESSAGE_BYTES", "FIRST", "PROTOCOL_VERSION", "TERMINATED", "TICK_ARRAYS",
+    "TRUNCATED", "BadFrame", "HandshakeError", "Hello", "Kind", "Message", "Welcome", "check_hello",
+    "check_tick_message", "check_welcome", "decode", "encode", "pack_flags", "unpack_flags",
+]
+
 _DTYPES = {name: np.dtype(name) for name in ALLOWED_DTYPES}
-
-# Bits of the per-env flags array carried by UP messages.
-TERMINATED, TRUNCATED, FIRST = 1, 2, 4
-
-
-class Kind(enum.IntEnum):
-    HELLO = 1  # parent -> child: who I am, what I will send
-    WELCOME = 2  # child -> parent: my spaces; the link is open
-    REJECT = 3  # child -> parent: the handshake failed, with the reason
-    UP = 4  # child -> parent, each tick: message, reward, flags
-    DOWN = 5  # parent -> child, each tick: the child's action (an instruction, or an env action at level 1)
-    STOP = 6  # parent -> child: the run is over, finish and acknowledge
-    BYE = 7  # child -> parent: STOP acknowledged
-    PING = 8  # liveness probe; ignored by the data path
-
-
 _KINDS = {int(k): k for k in Kind}
 
 
-class BadFrame(ValueError):
-    """A message that does not decode; ``reason`` is a short label for metrics (e.g. 'oversized')."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-
-@dataclass(slots=True)
-class Message:
-    kind: Kind
-    sender: str
-    seq: int = 0
-    tick: int = 0
-    batch: int = 0
-    arrays: dict[str, np.ndarray] = field(default_factory=dict)
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def nbytes(self) -> int:
-        return sum(a.nbytes for a in self.arrays.values())
-
-
 def encode(msg: Message) -> list[Any]:
-    """Frames for ``socket.send_multipart(frames, copy=False)``: a header, then each array's own buffer."""
+    """Frames for ``socket.send_multipart(frames, copy=False)``: a header, then each array's own buffer (§4)."""
     specs = []
     buffers: list[Any] = []
     for name, arr in msg.arrays.items():
@@ -79,7 +62,7 @@ def encode(msg: Message) -> list[Any]:
             arr = np.ascontiguousarray(arr)
         specs.append((name, arr.dtype.name, arr.shape))
         buffers.append(arr.data if arr.ndim else arr.tobytes())  # a 0-d array has no buffer view of its own
-    header = {"k": int(msg.kind), "v": PROTOCOL_VERSION, "s": msg.sender, "q": msg.seq, "t": msg.tick,
+    header = {"k": int(msg.kind), "v": msg.version, "s": msg.sender, "q": msg.seq, "t": msg.tick,
               "b": msg.batch, "a": specs}
     if msg.meta:
         header["m"] = msg.meta
@@ -92,8 +75,11 @@ def _buffer(frame: Any) -> memoryview:
     return buf if buf is not None else memoryview(frame)
 
 
-def decode(frames: list[Any], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Message:
-    """Parse frames into a Message or raise BadFrame; arrays are read-only views of the frames."""
+def decode(frames: list[Any], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+           agreed: Mapping[Kind, Agreed] | None = None) -> Message:
+    """Parse frames into a Message or raise BadFrame; arrays are read-only views of the frames. ``agreed``: the
+    per-tick arrays this link agreed in its handshake (§6); an UP/DOWN that differs in any array's name, dtype or
+    shape, or in its batch, is a BadFrame, so nothing malformed reaches the tick loop."""
     if not frames:
         raise BadFrame("empty", "no frames")
     views = [_buffer(f) for f in frames]
@@ -106,9 +92,12 @@ def decode(frames: list[Any], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Mes
         raise BadFrame("header", f"header is not msgpack: {type(e).__name__}: {e}") from None
     if not isinstance(header, dict):
         raise BadFrame("header", f"header must be a map, got {type(header).__name__}")
+    version = header.get("v")
+    if version != PROTOCOL_VERSION or type(version) is not int:
+        raise BadFrame("version", f"protocol version {version!r}, this side speaks {PROTOCOL_VERSION}", version)
     try:
         kind = _KINDS[header["k"]]
-        version, sender = header["v"], header["s"]
+        sender = header["s"]
         seq, tick, batch = header["q"], header["t"], header["b"]
         specs = header["a"]
     except KeyError as e:
@@ -117,8 +106,6 @@ def decode(frames: list[Any], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Mes
         raise BadFrame("header", f"header lacks field {e.args[0]!r}") from None
     except TypeError:
         raise BadFrame("kind", f"unknown message kind {header.get('k')!r}") from None
-    if version != PROTOCOL_VERSION:
-        raise BadFrame("version", f"protocol version {version!r}, this side speaks {PROTOCOL_VERSION}")
     if type(sender) is not str or type(seq) is not int or type(tick) is not int or type(batch) is not int:
         raise BadFrame("header", "sender must be a string and seq/tick/batch integers")
     if not isinstance(specs, list) or len(specs) != len(views) - 1:
@@ -127,11 +114,44 @@ def decode(frames: list[Any], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Mes
     meta = header.get("m", {})
     if not isinstance(meta, dict):
         raise BadFrame("header", "meta must be a map")
+    expected = agreed.get(kind) if agreed is not None else None
+    if expected is not None:
+        return Message(kind, sender, seq, tick, batch, _agreed_arrays(expected, specs, batch, meta, views), meta)
     arrays = {}
     for spec, view in zip(specs, views[1:], strict=True):
         name, dtype = _check_spec(spec, view)  # before touching the buffer
         arrays[name] = np.frombuffer(view, dtype=dtype).reshape(spec[2])
     return Message(kind, sender, seq, tick, batch, arrays, meta)
+
+
+def _agreed_arrays(expected: Agreed, specs: list, batch: int, meta: dict, views: list[memoryview]) -> dict:
+    """The fast path of a per-tick message: one comparison against the agreement, then zero-copy views."""
+    if specs != expected.specs:
+        raise expected.mismatch(specs)
+    if batch != expected.batch:
+        raise BadFrame("batch", f"{expected.kind.name} header says batch {batch}, the link agreed {expected.batch}")
+    if meta:
+        _check_tick_meta(expected.kind, meta)
+    arrays = {}
+    for spec, nbytes, dtype, shape, view in zip(expected.specs, expected.nbytes, expected.dtypes, expected.shapes,
+                                                views[1:], strict=True):
+        if view.nbytes != nbytes:
+            raise BadFrame("truncated", f"array {spec[0]!r} {spec[1]}{shape} needs {nbytes} bytes, frame has "
+                           f"{view.nbytes}")
+        arrays[spec[0]] = np.frombuffer(view, dtype=dtype).reshape(shape)
+    return arrays
+
+
+def _check_tick_meta(kind: Kind, meta: dict) -> None:
+    """§5.4/§5.5: 'e' an integer, 'stop' a boolean, 'ts' a number; other keys are ignored."""
+    if kind == Kind.UP:
+        e, stop = meta.get("e", 0), meta.get("stop", False)
+        if type(e) is not int or type(stop) is not bool:
+            raise BadFrame("meta", f"UP metadata e={e!r} stop={stop!r}: e must be an integer, stop a boolean")
+    else:
+        ts = meta.get("ts", 0.0)
+        if type(ts) not in (float, int):
+            raise BadFrame("meta", f"DOWN metadata ts={ts!r} must be a number")
 
 
 def _check_spec(spec: Any, view: memoryview) -> tuple[str, np.dtype]:
@@ -148,117 +168,3 @@ def _check_spec(spec: Any, view: memoryview) -> tuple[str, np.dtype]:
         raise BadFrame("truncated", f"array {name!r} {dtype_name}{tuple(shape)} needs {expected} bytes, frame has "
                        f"{view.nbytes}")
     return name, dtype
-
-
-# --- the handshake -------------------------------------------------------------------------------------------
-
-
-class HandshakeError(RuntimeError):
-    """Two peers disagree; the text names both peers and the field."""
-
-
-@dataclass
-class Hello:
-    """Parent -> child: the parent's name, batch size, and the instruction space it will send (None: 'tell me')."""
-
-    parent: str
-    child: str
-    num_envs: int
-    instruction_space: Space | None
-
-    def to_message(self) -> Message:
-        meta = {"child": self.child, "num_envs": self.num_envs,
-                "instruction_space": self.instruction_space.to_dict() if self.instruction_space else None}
-        return Message(Kind.HELLO, self.parent, batch=self.num_envs, meta=meta)
-
-    @classmethod
-    def from_message(cls, msg: Message) -> Hello:
-        m = _require(msg, ("child", "num_envs", "instruction_space"))
-        space = m["instruction_space"]
-        return cls(msg.sender, str(m["child"]), int(m["num_envs"]),
-                   _space(msg, "instruction_space") if space is not None else None)
-
-
-@dataclass
-class Welcome:
-    """Child -> parent: the message space the parent will observe and the instruction space the child expects."""
-
-    child: str
-    num_envs: int
-    message_space: Space
-    instruction_space: Space
-    info: dict[str, Any] = field(default_factory=dict)
-
-    def to_message(self) -> Message:
-        meta = {"num_envs": self.num_envs, "message_space": self.message_space.to_dict(),
-                "instruction_space": self.instruction_space.to_dict(), "info": self.info}
-        return Message(Kind.WELCOME, self.child, batch=self.num_envs, meta=meta)
-
-    @classmethod
-    def from_message(cls, msg: Message) -> Welcome:
-        m = _require(msg, ("num_envs", "message_space", "instruction_space", "info"))
-        return cls(msg.sender, int(m["num_envs"]), _space(msg, "message_space"), _space(msg, "instruction_space"),
-                   dict(m["info"]))
-
-
-def _require(msg: Message, keys: tuple[str, ...]) -> dict[str, Any]:
-    missing = [k for k in keys if k not in msg.meta]
-    if missing:
-        raise HandshakeError(f"{msg.kind.name} from {msg.sender!r} lacks field(s) {', '.join(missing)}")
-    return msg.meta
-
-
-def _space(msg: Message, key: str) -> Space:
-    try:
-        return space_from_dict(msg.meta[key])
-    except ValueError as e:
-        raise HandshakeError(f"{msg.kind.name} from {msg.sender!r}: field {key!r}: {e}") from None
-
-
-def check_hello(hello: Hello, me: str, num_envs: int, expected_instruction: Space) -> None:
-    """Run on the child: the parent's HELLO must match what this child serves."""
-    if hello.child != me:
-        raise HandshakeError(f"{hello.parent!r} asked for child {hello.child!r} but reached {me!r}")
-    if hello.num_envs != num_envs:
-        raise HandshakeError(f"num_envs: parent {hello.parent!r} runs {hello.num_envs}, child {me!r} runs {num_envs}")
-    if hello.instruction_space is not None:
-        diff = space_difference(expected_instruction, hello.instruction_space)
-        if diff:
-            raise HandshakeError(f"instruction_space between parent {hello.parent!r} and child {me!r} differs: "
-                                 f"{diff} (child expects, parent sends)")
-
-
-def check_welcome(welcome: Welcome, me: str, child: str, num_envs: int, instruction: Space | None) -> None:
-    """Run on the parent: the child's WELCOME must match what this parent will send."""
-    if welcome.child != child:
-        raise HandshakeError(f"{me!r} expected child {child!r} but {welcome.child!r} answered")
-    if welcome.num_envs != num_envs:
-        raise HandshakeError(f"num_envs: parent {me!r} runs {num_envs}, child {child!r} runs {welcome.num_envs}")
-    if instruction is not None:
-        diff = space_difference(welcome.instruction_space, instruction)
-        if diff:
-            raise HandshakeError(f"instruction_space between parent {me!r} and child {child!r} differs: {diff} "
-                                 "(child expects, parent sends)")
-
-
-# --- per-tick messages ----------------------------------------------------------------------------------------
-
-TICK_ARRAYS = {Kind.UP: ("x", "r", "f"), Kind.DOWN: ("a",)}
-
-
-def check_tick_message(msg: Message) -> None:
-    """A well-formed UP/DOWN carries its arrays, each with the batch as its leading dimension."""
-    for name in TICK_ARRAYS.get(msg.kind, ()):
-        arr = msg.arrays.get(name)
-        if arr is None:
-            raise BadFrame("content", f"{msg.kind.name} lacks array {name!r}")
-        if arr.ndim == 0 or arr.shape[0] != msg.batch:
-            raise BadFrame("content", f"{msg.kind.name} array {name!r} has shape {arr.shape}, batch is {msg.batch}")
-
-
-def pack_flags(terminated: np.ndarray, truncated: np.ndarray, first: np.ndarray) -> np.ndarray:
-    return (terminated * TERMINATED | truncated * TRUNCATED | first * FIRST).astype(np.uint8)
-
-
-def unpack_flags(flags: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return (flags & TERMINATED) != 0, (flags & TRUNCATED) != 0, (flags & FIRST) != 0

@@ -12,7 +12,7 @@ import pytest
 import zmq
 
 from tag_actors.transport import Hub, LinkTimeout, PeerLost, Security, generate_keys
-from tag_actors.wire import Kind, Message, encode
+from tag_actors.wire import PROTOCOL_VERSION, Kind, Message, encode
 
 
 def free_port() -> int:
@@ -177,6 +177,6 @@ def test_header_only_garbage_never_raises_from_recv(hubs, zctx, endpoint):
     for _ in range(200):
         n = int(rng.integers(1, 4))
         sock.send_multipart([rng.bytes(int(rng.integers(0, 64))) for _ in range(n)])
-    sock.send_multipart([msgpack.packb({"k": 1, "v": 1, "s": "p", "q": 0, "t": 0, "b": 0, "a": []})])
+    sock.send_multipart([msgpack.packb({"k": 1, "v": PROTOCOL_VERSION, "s": "p", "q": 0, "t": 0, "b": 0, "a": []})])
     assert child.recv(link, (Kind.HELLO,), 5).sender == "p"
     assert sum(child.bad_frames.values()) >= 190

@@ -9,6 +9,7 @@ import pytest
 from tag_actors.spaces import Box, Discrete, MultiDiscrete
 from tag_actors.wire import (
     ALLOWED_DTYPES,
+    PROTOCOL_VERSION,
     BadFrame,
     HandshakeError,
     Hello,
@@ -54,7 +55,7 @@ def test_non_contiguous_and_empty_arrays():
 
 
 def header(**over):
-    h = {"k": int(Kind.UP), "v": 1, "s": "x", "q": 0, "t": 0, "b": 1, "a": [["x", "float32", [2]]]}
+    h = {"k": int(Kind.UP), "v": PROTOCOL_VERSION, "s": "x", "q": 0, "t": 0, "b": 1, "a": [["x", "float32", [2]]]}
     h.update(over)
     return msgpack.packb(h)
 
@@ -66,13 +67,15 @@ def header(**over):
         ([b"\xc1garbage"], "header"),
         ([msgpack.packb([1, 2])], "header"),
         ([header(k=99), b"\0" * 8], "kind"),
-        ([header(v=2), b"\0" * 8], "version"),
+        ([header(v=1), b"\0" * 8], "version"),
+        ([header(v="2"), b"\0" * 8], "version"),
         ([header(), b"\0" * 7], "truncated"),
         ([header()], "frames"),
         ([header(a=[["x", "object", [1]]]), b"\0" * 8], "dtype"),
         ([header(a=[["x", "float32", [-2]]]), b"\0" * 8], "array"),
         ([header(s=5), b"\0" * 8], "header"),
-        ([msgpack.packb({"k": 4}), b"\0" * 8], "header"),
+        ([msgpack.packb({"k": 4, "v": PROTOCOL_VERSION}), b"\0" * 8], "header"),
+        ([msgpack.packb({"k": 4}), b"\0" * 8], "version"),
     ],
 )
 def test_malformed_frames_raise_bad_frame(frames, reason):

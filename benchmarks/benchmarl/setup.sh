@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent setup of BenchMARL in its own venv (outside the repo: /work/main/.gitignore
 # only ignores ".venv/", so a ".venv-benchmarl" inside the repo would not be ignored).
-# Follows /work/shared/FLOOR.md: torch==2.13.0 (CPU wheel from local disk) first, then
+# torch==2.13.0 (the pinned CPU wheel, as scripts/setup.sh installs it) first, then
 # BenchMARL constrained to that torch, then drop torchvision (only video logging uses it).
 # Usage: bash benchmarks/benchmarl/setup.sh [--with-pettingzoo]
 set -euo pipefail
