@@ -249,7 +249,7 @@ def apply_override(raw: dict[str, Any], item: str, source: str) -> None:
 
 
 def _describe(err: dict[str, Any], fields: list[str]) -> str:
-    if err["type"] == "extra_forbidden":
+    if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
         return f"unknown key (valid keys here: {', '.join(fields)})"
     return f"{err['msg'][0].lower()}{err['msg'][1:]}, got {err.get('input')!r}"
 
@@ -315,12 +315,13 @@ def validate_placement(cfg: Config) -> None:
 def validate(cfg: Config) -> None:
     """What the section schemas cannot see: keys that depend on each other, the agents' params, the env kind."""
     from tag_actors.agents import ParamsError, UnknownAgentType, check_params
-    from tag_actors.envs import EnvError, resolve_env
+    from tag_actors.envs import EnvError, env_class, resolve_env
 
     validate_placement(cfg)
     src = cfg.source
     try:
-        resolve_env(cfg.env.kind)
+        if resolve_env(cfg.env.kind) is not None:
+            env_class(cfg.env.kind)  # a plug-in: its module must import here, as in the env's process
     except EnvError as e:
         raise ConfigError(f"{src}: env.kind: {e}") from None
     count = cfg.env.n_agents

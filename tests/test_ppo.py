@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from tag_actors.agents.base import AgentContext
-from tag_actors.agents.ppo import PPOAgent, PPOConfig, compute_gae
+from tag_actors.agents.base import AgentContext, parse_params
+from tag_actors.agents.ppo import PPOAgent, PPOSettings, compute_gae
 from tag_actors.spaces import Box, Discrete, MultiDiscrete
 
 
@@ -39,7 +39,7 @@ def drive(agent: PPOAgent, env_id: str, total_steps: int, seed: int = 0, periods
     obs = np.stack([env.reset(seed=seed * 1000 + i)[0] for i, env in enumerate(envs)]).astype(np.float32)
     periods = np.ones(n, dtype=np.int64) if periods is None else np.asarray(periods, dtype=np.int64)
     need = np.ones(n, dtype=bool)  # rows whose previous decision window has closed
-    held = agent.space.zeros(n)
+    held = agent.ctx.action_space.zeros(n)
     held_ticks = np.zeros(n, dtype=np.int64)
     window_reward = np.zeros(n)
     episode_return, returns = np.zeros(n), []
@@ -77,7 +77,7 @@ def drive(agent: PPOAgent, env_id: str, total_steps: int, seed: int = 0, periods
 def test_unknown_param_names_key_and_lists_valid_ones():
     with pytest.raises(ValueError, match="'learning_rate'") as err:
         make_agent(Discrete(2), learning_rate=1e-3)
-    assert "valid parameters" in str(err.value) and "lr" in str(err.value) and "gae_lambda" in str(err.value)
+    assert "allowed: lr" in str(err.value) and "lr" in str(err.value) and "gae_lambda" in str(err.value)
     assert "'test'" in str(err.value)  # the agent's name
 
 
@@ -99,15 +99,17 @@ def test_unknown_param_names_key_and_lists_valid_ones():
     ],
 )
 def test_bad_param_values_name_the_key(key, value):
-    with pytest.raises(ValueError, match=repr(key)):
-        PPOConfig.from_params({key: value})
+    with pytest.raises(ValueError, match=f"params.{key}"):
+        parse_params(PPOSettings, {key: value}, "ppo: params")
 
 
 def test_param_conversions():
-    cfg = PPOConfig.from_params({"lr": 1, "hidden_sizes": (32,), "target_kl": 0.02})
+    cfg = parse_params(PPOSettings, {"lr": 1, "hidden_sizes": [32], "target_kl": 0.02}, "ppo: params")
     assert cfg.lr == 1.0 and isinstance(cfg.lr, float)
     assert cfg.hidden_sizes == [32] and cfg.target_kl == 0.02
-    assert PPOConfig.from_params({}).target_kl is None
+    assert parse_params(PPOSettings, {}, "ppo: params").target_kl is None
+    with pytest.raises(ValueError, match="unknown parameter 'lrr' .allowed: lr, lr_schedule"):
+        parse_params(PPOSettings, {"lrr": 1e-4}, "ppo: params")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -340,9 +342,9 @@ def test_background_update_acts_on_old_weights_until_the_learner_finishes():
     acting = agent._acting_net()
     before = [p.detach().clone() for p in acting.parameters()]
     assert agent.update() is None  # handed to the learner thread
-    assert agent._learner is not None and not agent.ready()  # one update at a time
+    assert agent.learner.busy and not agent.ready()  # one update at a time
     agent.act(obs)  # acting goes on meanwhile
-    agent._learner.join()
+    agent.learner.collect(wait=True)
     stats = agent.finished_updates()
     assert len(stats) == 1 and stats[0]["transitions"] == 32 and np.isfinite(stats[0]["policy_loss"])
     acting = agent._acting_net()  # now refreshed with the learner's weights

@@ -79,7 +79,7 @@ def parse_params(schema: Any, params: dict[str, Any], where: str) -> Any:
         err = e.errors()[0]
         key = ".".join(str(p) for p in err["loc"])
         allowed = _schema_fields(schema)
-        if err["type"] == "extra_forbidden":
+        if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
             hint = f"allowed: {', '.join(allowed)}" if allowed else "this agent type takes no params"
             raise ParamsError(f"{where}.{key}: unknown parameter {key!r} ({hint})") from None
         raise ParamsError(f"{where}.{key}: {err['msg']}, got {err.get('input')!r}") from None
