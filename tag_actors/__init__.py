@@ -19,7 +19,7 @@ __all__ = ["check_agent", "check_env", "level_as_parallel_env", "load_config"]
 
 if TYPE_CHECKING:
     from tag_actors.checks import check_agent, check_env
-    from tag_actors.config import load as load_config
+    from tag_actors.config import load as load_config  # noqa: F401
     from tag_actors.pz_level import level_as_parallel_env
 
 _LAZY = {"check_agent": ("tag_actors.checks", "check_agent"), "check_env": ("tag_actors.checks", "check_env"),

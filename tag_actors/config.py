@@ -147,6 +147,7 @@ class Config:
     placement: PlacementConfig = field(default_factory=PlacementConfig)
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain data (what a run's config.json holds)."""
         return {"run": dataclasses.asdict(self.run), "env": dataclasses.asdict(self.env),
                 "levels": [dataclasses.asdict(lv) for lv in self.levels],
                 "placement": dataclasses.asdict(self.placement)}
@@ -175,6 +176,7 @@ class Config:
 
 
 def load(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a TOML config, apply ``--set`` overrides, validate; ConfigError names the file and key."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -295,6 +297,7 @@ def from_dict(raw: dict[str, Any], source: str = "<config>") -> Config:
 
 
 def validate_placement(cfg: Config) -> None:
+    """Placement names known hosts and levels; several hosts need tcp and fixed ports."""
     src, pl = cfg.source, cfg.placement
     for key, host in [*((f"levels.{k}", v) for k, v in pl.levels.items()),
                       *((f"processes.{k}", v) for k, v in pl.processes.items())]:

@@ -96,6 +96,7 @@ class Level0:
         """Episodes that ended since the last ``pop_finished()``: {"env": i, "length": n, "return": {agent: r}}."""
 
     def reset(self, seed: int) -> Tick:
+        """Reset every copy; the first Tick (``first`` all True, zero rewards)."""
         obs = self.env.reset(seed)
         n = self.env.num_envs
         self.episode_len[:] = 0
@@ -107,6 +108,7 @@ class Level0:
         return Tick(obs, zeros, flags, flags.copy(), np.ones(n, dtype=bool))
 
     def step(self, actions: dict[str, np.ndarray]) -> Tick:
+        """One tick: step the copies, reset those that ended last tick, apply the time limit."""
         started = time.perf_counter()
         first = self.pending_reset.copy()
         obs, rewards, terminated, truncated = self.env.step(actions, first)
@@ -135,5 +137,6 @@ class Level0:
         return Tick(obs, rewards, terminated, truncated, first)
 
     def pop_finished(self) -> list[dict[str, Any]]:
+        """The episodes that ended since the last call."""
         out, self.finished_episodes = self.finished_episodes, []
         return out
