@@ -71,7 +71,7 @@ class LevelParallelEnv(ParallelEnv):
                                        cfg.instruction_space(lvl + 1), env_info))
             below = LevelEnv(below, nodes, cfg.instruction_space(lvl + 1))
         self.below = below
-        self.lower_nodes = [n for n in _nodes(below)]
+        self.lower_nodes = _nodes(below)
         self.specs = [s for s in plan.nodes if s.level == level]
         self.period = self.specs[0].period
         self.possible_agents = [s.name for s in self.specs]

@@ -365,3 +365,24 @@ def test_cartpole_learns_with_a_background_learner():
     agent.close()
     assert agent.updates >= 10
     assert np.mean(returns[-20:]) > 150, returns[-20:]
+
+
+def test_mappo_reads_the_held_block_as_each_childs_held_action_not_as_a_child():
+    """With observe_held the node's observation ends with its held action (one slice per child); the shared
+    actor of child i sees [its block, the instruction, its own held slice, one-hot(i)]."""
+    from tag_actors.agents.base import ObsLayout
+    from tag_actors.agents.mappo import ChildView, MAPPOAgent
+    from tag_actors.spaces import Box
+
+    blocks = [("l1.0", 3), ("l1.1", 3), ("instruction", 2), ("held", 4)]
+    assert ObsLayout.from_blocks(blocks) == ObsLayout([("l1.0", 3), ("l1.1", 3)], instruction=2, held=4)
+    ctx = AgentContext(name="l2.0", level=2, obs_dim=12, action_space=Box((2, 2), -1.0, 1.0), num_envs=3, seed=0,
+                       params={"rollout_len": 2}, obs_layout=blocks)
+    agent = MAPPOAgent(ctx)
+    assert (agent.k, agent.block_dim, agent.instruction_dim, agent.held_dim) == (2, 3, 2, 2)
+    obs = np.arange(3 * 12, dtype=np.float32).reshape(3, 12)
+    assert agent.act(obs, np.ones(3, bool)).shape == (3, 2, 2)
+    view = ChildView(2, 3, 2, 2)
+    row = torch.tensor(np.concatenate([obs[0], [0.0, 1.0]])[None], dtype=torch.float32)  # child 1 of env 0
+    np.testing.assert_array_equal(view(row).numpy()[0], np.concatenate([obs[0, 3:6], obs[0, 6:8], obs[0, 10:12],
+                                                                       [0.0, 1.0]]))
