@@ -3,7 +3,7 @@
 1. ``--part slow``: level-1 tick rate with a 50 ms top agent, lockstep vs async, against the same hierarchy with
    an instant top.
 2. ``--part train``: training throughput (env steps/s including PPO updates) of configs/balance.toml in-process
-   (serial), as actors in lockstep, as actors in async mode, and async down to the env (``levels.0.mode =
+   (serial), as actors in lockstep, as actors in async mode, and async down to the env (``l1.mode =
    "async"``: the env steps on the actions it holds; level 1 observes them, ``observe_held``), also with the env
    on a CPU of its own (``run.cpu_affinity = "env_apart"``).
 
@@ -48,7 +48,7 @@ def rate(config: str, sets: list[str], serial: bool = False) -> dict:
 
 def slow(steps: int, repeats: int) -> None:
     base = ["env.num_envs=16", f"run.total_env_steps={steps}"]
-    slow_top = ["levels.2.agent=slow", "levels.2.params.delay_s=0.05"]
+    slow_top = ["l3.agent=slow", "l3.params.delay_s=0.05"]
     cases = {"instant top, lockstep": base, "50 ms top, lockstep": base + slow_top,
              "50 ms top, async": base + slow_top + ["run.mode=async"]}
     best: dict[str, dict] = {}
@@ -64,7 +64,7 @@ def slow(steps: int, repeats: int) -> None:
 
 def train(steps: int, repeats: int) -> None:
     sets = [f"run.total_env_steps={steps}"]
-    env_async = ["run.mode=async", "levels.0.mode=async", "levels.0.observe_held=true"]
+    env_async = ["run.mode=async", "l1.mode=async", "l1.observe_held=true"]
     cases = {"in-process (serial)": (sets, True), "actors, lockstep": (sets, False),
              "actors, async": (sets + ["run.mode=async"], False),
              "actors, async down to the env": (sets + env_async, False),
@@ -83,9 +83,9 @@ def train(steps: int, repeats: int) -> None:
 def llm(steps: int, base_url: str) -> None:
     """Level-1 tick rate under an LLM top (async) against a random top, same hierarchy (configs/balance_llm.toml
     with random level-1 agents). Needs a model server: scripts/llm_server.sh 8000 --detach."""
-    base = ["env.num_envs=16", f"run.total_env_steps={steps}", "levels.0.agent=random", "levels.0.params={}"]
-    without = rate("configs/balance_llm.toml", base + ["levels.1.agent=random", "levels.1.params={}"])
-    with_llm = rate("configs/balance_llm.toml", base + [f"levels.1.params.base_url={base_url}"])
+    base = ["env.num_envs=16", f"run.total_env_steps={steps}", "l1.agent=random", "l1.params={}"]
+    without = rate("configs/balance_llm.toml", base + ["l2.agent=random", "l2.params={}"])
+    with_llm = rate("configs/balance_llm.toml", base + [f"l2.params.base_url={base_url}"])
     for name, r in (("random top", without), ("LLM top (async)", with_llm)):
         print(json.dumps({"case": name, **r, "vs_random_top": round(r["ticks_per_s"] / without["ticks_per_s"], 3)}))
 

@@ -3,7 +3,7 @@
     python benchmarks/llm_in_loop.py --base-url http://127.0.0.1:8000/v1                # configs/balance_llm.toml
     python benchmarks/llm_in_loop.py --base-url URL --tree /path/to/other/checkout      # the same run, other code
 
-Runs ``python -m tag_actors.launch CONFIG --set run.total_env_steps=STEPS --set levels.1.params.base_url=URL``
+Runs ``python -m tag_actors.launch CONFIG --set run.total_env_steps=STEPS --set l2.params.base_url=URL``
 (the PPO level learning below the LLM, as configured) from ``--tree`` (its code on PYTHONPATH), then reads the
 run's events: the LLM node's ``agent_stats`` (calls by outcome, fallbacks) and the time from its ``started`` to
 its ``end`` record. Prints the share of calls answered within the timeout and the seconds per LLM decision
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(tempfile.mkdtemp(prefix="llm_in_loop_")) / "run"
     cmd = [sys.executable, "-m", "tag_actors.launch", a.config, "--quiet", "--run-dir", str(run_dir),
            "--set", f"run.total_env_steps={a.steps}", "--set", "run.metrics=false",
-           "--set", f"levels.1.params.base_url={a.base_url}"]
+           "--set", f"l2.params.base_url={a.base_url}"]
     for kv in a.set:
         cmd += ["--set", kv]
     env = dict(os.environ, PYTHONPATH=str(tree))

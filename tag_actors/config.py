@@ -5,21 +5,32 @@ expected, so a typo never reaches a process.
     [env]     kind, scenario, num_envs, n_agents, max_steps, [env.kwargs]
     [[levels]] one table per level, bottom (level 1) first: agent, every, fan_in, message, instruction, [params]
 
-``--set key=value`` overrides use dotted keys (``run.seed=3``, ``levels.1.agent=ppo``, ``env.kwargs.n_agents=4``);
-the value is read as a TOML value, or as a plain string when it is not one.
+The sections are typed dataclasses checked by pydantic (``strict``: no silent coercion; unknown keys are errors);
+each level's ``params`` is checked against its agent type's schema (``tag_actors.agents.params_schema``).
+
+``--set key=value`` overrides use dotted keys: ``run.seed=3``, ``env.kwargs.n_agents=4``, and for levels
+``lN.key`` with N the level as everywhere else (process names ``l2.0``, progress lines): ``l2.params.lr=1e-4``
+sets the second ``[[levels]]`` table. The value is read as a TOML value, or as a plain string when it is not one.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import tomllib
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+import pydantic
+from pydantic import Field
 
 from tag_actors.spaces import Box, Discrete, Space
+
+Positive = Annotated[int, Field(gt=0)]
+AtLeastOne = Annotated[int, Field(ge=1)]
+NonNegative = Annotated[float, Field(ge=0)]
 
 
 class ConfigError(ValueError):
@@ -32,20 +43,20 @@ class RunConfig:
     """Run name: labels metrics and names the run folder."""
     seed: int = 0
     """Seed for the env and every agent (each agent derives its own from it and its name)."""
-    mode: str = "lockstep"
+    mode: Literal["lockstep", "async"] = "lockstep"
     """'lockstep': a level waits for the instruction of the level above at its decision ticks (reproducible);
     'async': levels >= 2 never make the level below wait (see LevelConfig.mode)."""
-    learner: str = "auto"
+    learner: Literal["auto", "inline", "background"] = "auto"
     """'inline': an agent learns in its acting thread, so its children wait while it updates (reproducible);
     'background': it learns on a copy in a second thread and keeps acting with the last weights (not
     reproducible: when new weights arrive depends on timing); 'auto': background when any level is async."""
-    cpu_affinity: str = "none"
+    cpu_affinity: Literal["none", "env_apart"] = "none"
     """'none', or 'env_apart': the env process takes the first CPU it may use for itself and the agent processes
     on its host share the others (Linux, 2+ CPUs; each process pins itself). Pays when the env does not wait for
     level 1 (levels[0].mode = 'async'): the agents' wake-ups stop preempting the env's step."""
-    total_env_steps: int = 20_000
+    total_env_steps: Positive = 20_000
     """Stop after this many env steps (summed over the env copies)."""
-    transport: str = "ipc"
+    transport: Literal["ipc", "tcp"] = "ipc"
     """'ipc' (one host, unix sockets) or 'tcp'."""
     bind_host: str = "127.0.0.1"
     """Address tcp endpoints bind to and connect to on a single host."""
@@ -63,7 +74,7 @@ class RunConfig:
     """Serve Prometheus metrics from every process."""
     metrics_base_port: int = 0
     """First metrics port (process i gets base + i; 0: pick free ports)."""
-    max_message_bytes: int = 64 * 1024 * 1024
+    max_message_bytes: Positive = 64 * 1024 * 1024
     """Largest accepted message; bigger ones are dropped and counted."""
     loggers: list[str] = field(default_factory=lambda: ["csv"])
     """Where the launcher writes the run's scalars: any of csv (scalars.csv), tensorboard, wandb, mlflow, and
@@ -73,14 +84,15 @@ class RunConfig:
 @dataclass
 class EnvConfig:
     kind: str = "vmas"
-    """'vmas', 'pettingzoo' or 'gymnasium'."""
+    """'vmas', 'pettingzoo', 'gymnasium', an installed plug-in (entry point group ``tag_actors.envs``) or a
+    ``BatchedEnv`` class as 'my_pkg.envs:MyEnv' (built with ``num_envs``, ``seed`` and ``[env.kwargs]``)."""
     scenario: str = "balance"
     """Scenario name (vmas), module path (pettingzoo, e.g. 'mpe2.simple_spread_v3') or gym id."""
-    num_envs: int = 64
+    num_envs: Positive = 64
     """Env copies stepped together; every message carries arrays with this leading dimension."""
-    n_agents: int = 4
+    n_agents: Positive = 4
     """Number of agents the env has (one level-1 agent serves ``levels[0].fan_in`` of them)."""
-    max_steps: int = 100
+    max_steps: Positive = 100
     """Time limit of an episode in env steps (truncation)."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments for the env constructor."""
@@ -91,25 +103,26 @@ class EnvConfig:
 @dataclass
 class LevelConfig:
     agent: str = "random"
-    """Agent type: random, heuristic, ppo, llm."""
-    every: int = 1
+    """Agent type: random, heuristic, slow, ppo, mappo, llm, an installed plug-in (entry point group
+    ``tag_actors.agents``) or a class as 'my_pkg.my_module:MyAgent'."""
+    every: AtLeastOne = 1
     """Act every this many ticks of the level below; the action is held in between."""
-    fan_in: int = 1
+    fan_in: AtLeastOne = 1
     """Children per agent (level 1: env agents per agent)."""
-    message: str = "identity"
+    message: Literal["identity", "mean", "project", "autoencoder"] = "identity"
     """φ, the message sent up: identity (concatenate children), mean, project (a fixed seeded random projection)
     or autoencoder (learned: the latent of an autoencoder the agent trains online on its children's messages)."""
-    message_dim: int = 0
+    message_dim: Annotated[int, Field(ge=0)] = 0
     """Message size for 'project' and 'autoencoder'."""
     instruction: dict[str, Any] = field(default_factory=dict)
     """Levels >= 2: the instruction sent to each child: {type = 'box', dim = k} or {type = 'discrete', n = k}."""
     params: dict[str, Any] = field(default_factory=dict)
-    """Settings of the agent type (e.g. PPO hyperparameters)."""
-    mode: str = ""
+    """Settings of the agent type (e.g. PPO hyperparameters), checked against its schema at load."""
+    mode: Literal["", "lockstep", "async"] = ""
     """How this level drives the level below: 'lockstep' (children wait for its instructions at its decision
     ticks) or 'async' (children act on the latest instruction they hold). Empty: run.mode for levels >= 2,
     lockstep for level 1 (the env waits for its actions)."""
-    period_s: float = 0.0
+    period_s: NonNegative = 0.0
     """Async only: decide on this wall-clock period (seconds) instead of every ``every`` ticks (slow agents)."""
     device: str = "cpu"
     """Where the level's learners train: 'cpu', 'cuda', 'cuda:N', or 'auto' (cuda when torch sees one)."""
@@ -144,6 +157,7 @@ class Config:
     placement: PlacementConfig = field(default_factory=PlacementConfig)
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain data (what a run's config.json holds)."""
         return {"run": dataclasses.asdict(self.run), "env": dataclasses.asdict(self.env),
                 "levels": [dataclasses.asdict(lv) for lv in self.levels],
                 "placement": dataclasses.asdict(self.placement)}
@@ -172,6 +186,7 @@ class Config:
 
 
 def load(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a TOML config, apply ``--set`` overrides, validate; ConfigError names the file and key."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -200,59 +215,81 @@ def load_resolved(path: Path, overrides: list[str] | None = None) -> Config:
     return from_dict(raw, saved.get("source", str(path)))
 
 
+LEVEL_KEY = re.compile(r"^[lL](\d+)$")
+
+
+def level_key(level: int) -> str:
+    """How a level is addressed in ``--set`` and in error messages: ``l2`` is level 2, the second [[levels]]."""
+    return f"l{level}"
+
+
 def apply_override(raw: dict[str, Any], item: str, source: str) -> None:
+    """Apply one ``--set key=value`` to the raw config (see the module docstring for the key forms)."""
     key, sep, text = item.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"--set {item!r}: expected key=value (e.g. run.seed=3)")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {item!r}: expected key=value (e.g. run.seed=3, l2.params.lr=1e-4)")
     try:
         value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         value = text
-    parts = key.strip().split(".")
+    parts = key.split(".")
+    if parts[0] == "levels":
+        index = parts[1] if len(parts) > 1 else "N"
+        example = ".".join(parts[2:]) or "params.lr"
+        hint = (f"l{int(index) + 1}.{example} for the table at index {index} (level {int(index) + 1}), or "
+                f"l{index}.{example} for level {index}" if index.isdigit() and int(index) > 0 else
+                f"l1.{example} for level 1 (the first [[levels]] table)")
+        raise ConfigError(f"--set {key}: levels are addressed by their level number, counted from 1 as in process "
+                          f"names (l2.0) and progress lines; write {hint}")
     node: Any = raw
+    match = LEVEL_KEY.match(parts[0])
+    if match:
+        levels = raw.get("levels")
+        level = int(match.group(1))
+        count = len(levels) if isinstance(levels, list) else 0
+        if not 1 <= level <= count:
+            raise ConfigError(f"--set {key}: {source} has {count} levels (l1..l{count}), no level {level}")
+        if len(parts) == 1:
+            raise ConfigError(f"--set {key}: name a key of the level, e.g. {parts[0]}.agent=ppo")
+        node, parts = levels[level - 1], parts[1:]
     for i, part in enumerate(parts[:-1]):
-        if isinstance(node, list):
-            if not part.isdigit() or int(part) >= len(node):
-                raise ConfigError(f"--set {key}: {'.'.join(parts[:i])} has {len(node)} entries, no index {part!r}")
-            node = node[int(part)]
-        else:
-            node = node.setdefault(part, {})
-        if not isinstance(node, dict | list):
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
             raise ConfigError(f"--set {key}: {'.'.join(parts[:i + 1])} is not a table")
-    if isinstance(node, list):
-        raise ConfigError(f"--set {key}: cannot set a whole list entry")
     node[parts[-1]] = value
 
 
-def _check_type(value: Any, tp: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    expected = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
-    if tp in expected:
-        if isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
-            return value
-        raise ConfigError(f"{where}: expected {expected[tp]}, got {type(value).__name__} {value!r}")
-    if (origin is dict or tp is dict) and not isinstance(value, dict):
-        raise ConfigError(f"{where}: expected a table, got {type(value).__name__} {value!r}")
-    if origin is list and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
-        raise ConfigError(f"{where}: expected a list of strings, got {type(value).__name__} {value!r}")
-    return value
+def _describe(err: dict[str, Any], fields: list[str]) -> str:
+    if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+        return f"unknown key (valid keys here: {', '.join(fields)})"
+    return f"{err['msg'][0].lower()}{err['msg'][1:]}, got {err.get('input')!r}"
 
 
 def _build(cls: type, raw: Any, where: str, source: str) -> Any:
+    """One section as its dataclass, validated by pydantic; ConfigError names the file and the key."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: {where} must be a table, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(raw) - set(names))
-    if unknown:
-        raise ConfigError(f"{source}: unknown key {where}.{unknown[0]} (valid keys in {where}: {', '.join(names)})")
-    values = {k: _check_type(v, hints[k], f"{source}: {where}.{k}") for k, v in raw.items()}
-    return cls(**values)
+    from tag_actors.agents.base import ParamsError, validate_plain
+
+    try:
+        return validate_plain(cls, raw)
+    except ParamsError as e:
+        raise ConfigError(f"{source}: {where}: {e}") from None
+    except pydantic.ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        fields = [f.name for f in dataclasses.fields(cls)]
+        raise ConfigError(f"{source}: {where}.{key}: {_describe(err, fields)}") from None
+
+
+_STRICT_SECTIONS = pydantic.ConfigDict(extra="forbid", strict=True, use_attribute_docstrings=True)
+for _section in (RunConfig, EnvConfig, LevelConfig, PlacementConfig):
+    _section.__pydantic_config__ = _STRICT_SECTIONS  # type: ignore[attr-defined]
 
 
 def from_dict(raw: dict[str, Any], source: str = "<config>") -> Config:
+    """Validate a raw config (parsed TOML, or a run's config.json) into ``Config``."""
     unknown = sorted(set(raw) - {"run", "env", "levels", "placement"})
     if unknown:
         raise ConfigError(f"{source}: unknown top-level key {unknown[0]!r} (valid: run, env, levels, placement)")
@@ -262,7 +299,7 @@ def from_dict(raw: dict[str, Any], source: str = "<config>") -> Config:
     levels_raw = raw.get("levels")
     if not isinstance(levels_raw, list) or not levels_raw:
         raise ConfigError(f"{source}: 'levels' must be a non-empty array of tables ([[levels]]), level 1 first")
-    levels = [_build(LevelConfig, lv, f"levels[{i}]", source) for i, lv in enumerate(levels_raw)]
+    levels = [_build(LevelConfig, lv, level_key(i + 1), source) for i, lv in enumerate(levels_raw)]
     placement = _build(PlacementConfig, raw.get("placement", {}), "placement", source)
     cfg = Config(run, env, levels, source, placement)
     validate(cfg)
@@ -270,6 +307,7 @@ def from_dict(raw: dict[str, Any], source: str = "<config>") -> Config:
 
 
 def validate_placement(cfg: Config) -> None:
+    """Placement names known hosts and levels; several hosts need tcp and fixed ports."""
     src, pl = cfg.source, cfg.placement
     for key, host in [*((f"levels.{k}", v) for k, v in pl.levels.items()),
                       *((f"processes.{k}", v) for k, v in pl.processes.items())]:
@@ -288,55 +326,42 @@ def validate_placement(cfg: Config) -> None:
 
 
 def validate(cfg: Config) -> None:
+    """What the section schemas cannot see: keys that depend on each other, the agents' params, the env kind."""
+    from tag_actors.agents import ParamsError, UnknownAgentType, check_params
+    from tag_actors.envs import EnvError, env_class, resolve_env
+
     validate_placement(cfg)
-    src, run, env = cfg.source, cfg.run, cfg.env
-    if run.mode not in ("lockstep", "async"):
-        raise ConfigError(f"{src}: run.mode must be 'lockstep' or 'async', got {run.mode!r}")
-    if run.learner not in ("auto", "inline", "background"):
-        raise ConfigError(f"{src}: run.learner must be 'auto', 'inline' or 'background', got {run.learner!r}")
-    if run.transport not in ("ipc", "tcp"):
-        raise ConfigError(f"{src}: run.transport must be 'ipc' or 'tcp', got {run.transport!r}")
-    if run.cpu_affinity not in ("none", "env_apart"):
-        raise ConfigError(f"{src}: run.cpu_affinity must be 'none' or 'env_apart', got {run.cpu_affinity!r}")
-    for key in ("total_env_steps", "max_message_bytes"):
-        if getattr(run, key) <= 0:
-            raise ConfigError(f"{src}: run.{key} must be > 0")
-    for key in ("num_envs", "n_agents", "max_steps"):
-        if getattr(env, key) <= 0:
-            raise ConfigError(f"{src}: env.{key} must be > 0, got {getattr(env, key)}")
+    src = cfg.source
     from tag_actors.devices import check_device_spec
     from tag_actors.loggers import LOGGERS
 
-    unknown_loggers = [n for n in run.loggers if n not in LOGGERS]
+    unknown_loggers = [n for n in cfg.run.loggers if n not in LOGGERS]
     if unknown_loggers:
         raise ConfigError(f"{src}: run.loggers: unknown logger {unknown_loggers[0]!r} (known: {', '.join(LOGGERS)})")
-    check_device_spec(env.device, f"{src}: env.device", ConfigError)
+    check_device_spec(cfg.env.device, f"{src}: env.device", ConfigError)
     for i, lv in enumerate(cfg.levels):
-        check_device_spec(lv.device, f"{src}: levels[{i}].device", ConfigError)
-    if env.kind not in ("vmas", "pettingzoo", "gymnasium"):
-        raise ConfigError(f"{src}: env.kind must be one of vmas, pettingzoo, gymnasium, got {env.kind!r}")
-    from tag_actors.agents import AGENT_TYPES
-
-    count = env.n_agents
+        check_device_spec(lv.device, f"{src}: {level_key(i + 1)}.device", ConfigError)
+    try:
+        if resolve_env(cfg.env.kind) is not None:
+            env_class(cfg.env.kind)  # a plug-in: its module must import here, as in the env's process
+    except EnvError as e:
+        raise ConfigError(f"{src}: env.kind: {e}") from None
+    count = cfg.env.n_agents
     for i, lv in enumerate(cfg.levels):
-        where = f"{src}: levels[{i}] (level {i + 1})"
-        if lv.agent not in AGENT_TYPES:
-            raise ConfigError(f"{where}.agent: unknown agent type {lv.agent!r} (known: {', '.join(AGENT_TYPES)})")
-        if lv.every < 1 or lv.fan_in < 1:
-            raise ConfigError(f"{where}: every and fan_in must be >= 1")
+        where = f"{src}: {level_key(i + 1)}"
+        try:
+            check_params(lv.agent, lv.params, f"{where}.params")
+        except UnknownAgentType as e:
+            raise ConfigError(f"{where}.agent: {e}") from None
+        except ParamsError as e:
+            raise ConfigError(f"{e} [agent {lv.agent!r}]") from None
         if count % lv.fan_in:
             below = "env agents" if i == 0 else f"agents at level {i}"
             raise ConfigError(f"{where}.fan_in = {lv.fan_in} does not divide the {count} {below}")
         count //= lv.fan_in
-        if lv.mode not in ("", "lockstep", "async"):
-            raise ConfigError(f"{where}.mode: expected 'lockstep' or 'async', got {lv.mode!r}")
-        if lv.period_s < 0:
-            raise ConfigError(f"{where}.period_s must be >= 0")
         if lv.period_s > 0 and cfg.level_mode(i + 1) != "async":
             raise ConfigError(f"{where}.period_s needs this level in async mode (set run.mode = 'async' or "
-                              f"levels[{i}].mode = 'async'): in lockstep the level below waits on its ticks")
-        if lv.message not in ("identity", "mean", "project", "autoencoder"):
-            raise ConfigError(f"{where}.message: expected identity, mean, project or autoencoder, got {lv.message!r}")
+                              f"{level_key(i + 1)}.mode = 'async'): in lockstep the level below waits on its ticks")
         if lv.message in ("project", "autoencoder") and lv.message_dim <= 0:
             raise ConfigError(f"{where}.message_dim must be > 0 with message = {lv.message!r}")
         if i == 0:
@@ -354,3 +379,30 @@ def validate(cfg: Config) -> None:
         if not isinstance(spec.get(size_key), int) or spec[size_key] < 1:
             raise ConfigError(f"{where}.instruction.{size_key}: expected a positive integer, got "
                               f"{spec.get(size_key)!r}")
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of a config file, for editors: the sections, and each level's ``params`` by its ``agent``
+    (built-in and installed agent types; a ``module:Class`` level gets the generic level schema)."""
+    from tag_actors.agents import known_agent_types, params_schema
+
+    def section(cls: type) -> dict[str, Any]:
+        return pydantic.TypeAdapter(cls).json_schema()
+
+    level = section(LevelConfig)
+    variants = []
+    for name in known_agent_types():
+        params = pydantic.TypeAdapter(params_schema(name)).json_schema()
+        variants.append({"if": {"properties": {"agent": {"const": name}}, "required": ["agent"]},
+                         "then": {"properties": {"params": params}}})
+    level["allOf"] = variants
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "tag_actors run config",
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {"run": section(RunConfig), "env": section(EnvConfig), "placement": section(PlacementConfig),
+                       "levels": {"type": "array", "minItems": 1, "items": level,
+                                  "description": "One table per level, level 1 (above the env) first."}},
+        "required": ["levels"],
+    }

@@ -43,6 +43,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--serial", action="store_true", help="run the whole hierarchy in this process (debugging)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or lines (the summary still prints)")
     p.add_argument("--host", help="start only the processes that placement puts on this host")
+    p.add_argument("--schema", action="store_true",
+                   help="print the JSON Schema of a config file (every agent type's params) and exit")
     return p.parse_args(argv)
 
 
@@ -327,6 +329,9 @@ def _main_serial(cfg: config_mod.Config, run_dir: Path, resume: bool, quiet: boo
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.schema:
+        print(json.dumps(config_mod.json_schema(), indent=2))
+        return 0
     overrides = list(args.set) + ([f"run.seed={args.seed}"] if args.seed is not None else [])
     try:
         if args.resume:

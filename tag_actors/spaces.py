@@ -35,11 +35,13 @@ class Box:
         return math.isfinite(self.low) and math.isfinite(self.high)
 
     def sample(self, rng: np.random.Generator, batch: int) -> np.ndarray:
+        """A uniform batch of ``batch`` values (unbounded Box dimensions: within [-1, 1])."""
         lo = self.low if math.isfinite(self.low) else -1.0
         hi = self.high if math.isfinite(self.high) else 1.0
         return rng.uniform(lo, hi, size=(batch, *self.shape)).astype(np.float32)
 
     def zeros(self, batch: int) -> np.ndarray:
+        """A batch of ``batch`` zero values (the held action before the first decision)."""
         return np.zeros((batch, *self.shape), dtype=np.float32)
 
     def as_features(self, x: np.ndarray) -> np.ndarray:
@@ -51,6 +53,7 @@ class Box:
         return self.flat_dim
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain data for the wire (handshakes); ``space_from_dict`` reads it back."""
         return {"type": "box", "shape": list(self.shape), "low": self.low, "high": self.high}
 
 
@@ -65,12 +68,15 @@ class Discrete:
         return ()
 
     def sample(self, rng: np.random.Generator, batch: int) -> np.ndarray:
+        """A uniform batch of ``batch`` values (unbounded Box dimensions: within [-1, 1])."""
         return rng.integers(0, self.n, size=(batch,), dtype=np.int64)
 
     def zeros(self, batch: int) -> np.ndarray:
+        """A batch of ``batch`` zero values (the held action before the first decision)."""
         return np.zeros((batch,), dtype=np.int64)
 
     def as_features(self, x: np.ndarray) -> np.ndarray:
+        """Flat float32 features of a batch of values of this space (one-hot for indices)."""
         return np.eye(self.n, dtype=np.float32)[np.asarray(x, dtype=np.int64)]
 
     @property
@@ -78,6 +84,7 @@ class Discrete:
         return self.n
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain data for the wire (handshakes); ``space_from_dict`` reads it back."""
         return {"type": "discrete", "n": self.n}
 
 
@@ -92,12 +99,15 @@ class MultiDiscrete:
         return (len(self.nvec),)
 
     def sample(self, rng: np.random.Generator, batch: int) -> np.ndarray:
+        """A uniform batch of ``batch`` values (unbounded Box dimensions: within [-1, 1])."""
         return np.stack([rng.integers(0, n, size=(batch,), dtype=np.int64) for n in self.nvec], axis=1)
 
     def zeros(self, batch: int) -> np.ndarray:
+        """A batch of ``batch`` zero values (the held action before the first decision)."""
         return np.zeros((batch, len(self.nvec)), dtype=np.int64)
 
     def as_features(self, x: np.ndarray) -> np.ndarray:
+        """Flat float32 features of a batch of values of this space (one-hot for indices)."""
         x = np.asarray(x, dtype=np.int64)
         return np.concatenate([np.eye(n, dtype=np.float32)[x[:, i]] for i, n in enumerate(self.nvec)], axis=1)
 
@@ -106,6 +116,7 @@ class MultiDiscrete:
         return int(sum(self.nvec))
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain data for the wire (handshakes); ``space_from_dict`` reads it back."""
         return {"type": "multidiscrete", "nvec": list(self.nvec)}
 
 

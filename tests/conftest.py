@@ -77,8 +77,8 @@ class Launch:
         self.procs.append(proc)
         return proc
 
-    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        proc = self.start(*args)
+    def run(self, *args: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        proc = self.start(*args, env=env)
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -16,7 +16,7 @@ from tag_actors.node import AgentNode, NodeSpec, Report
 from tag_actors.runlog import read_events
 from tag_actors.spaces import Box
 
-SLOW_TOP = ["--set", "levels.2.agent=slow", "--set", "levels.2.params.delay_s=0.1", "--set", "env.num_envs=8",
+SLOW_TOP = ["--set", "l3.agent=slow", "--set", "l3.params.delay_s=0.1", "--set", "env.num_envs=8",
             "--set", "env.max_steps=50"]
 
 
@@ -59,8 +59,8 @@ def test_env_does_not_wait_for_an_async_level_one(launch, tmp_path):
     the env's ticks (catching up on the newest report), and the run still ends cleanly."""
     run_dir = tmp_path / "run"
     r = launch.run("configs/balance_random.toml", "--quiet", "--run-dir", str(run_dir), "--set", "env.num_envs=8",
-                   "--set", "levels.0.agent=slow", "--set", "levels.0.params.delay_s=0.05", "--set",
-                   "run.mode=async", "--set", "levels.0.mode=async", "--set", "run.total_env_steps=4000",
+                   "--set", "l1.agent=slow", "--set", "l1.params.delay_s=0.05", "--set",
+                   "run.mode=async", "--set", "l1.mode=async", "--set", "run.total_env_steps=4000",
                    timeout=120)
     assert r.returncode == 0, r.stderr
     e = ends(run_dir)
@@ -117,8 +117,8 @@ def test_async_ppo_learns_in_background_and_counts_every_update(launch, tmp_path
     run_dir = tmp_path / "run"
     r = launch.run("configs/balance.toml", "--quiet", "--run-dir", str(run_dir), "--set", "run.mode=async",
                    "--set", "env.num_envs=16", "--set", "run.total_env_steps=6400", "--set", "run.metrics=false",
-                   "--set", "levels.0.params.rollout_len=8", "--set", "levels.1.params.rollout_len=4",
-                   "--set", "levels.2.params.rollout_len=2", timeout=180)
+                   "--set", "l1.params.rollout_len=8", "--set", "l2.params.rollout_len=4",
+                   "--set", "l3.params.rollout_len=2", timeout=180)
     assert r.returncode == 0, r.stderr
     e = ends(run_dir)
     for name in ("l1.0", "l1.3", "l2.1", "l3.0"):

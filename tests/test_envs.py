@@ -285,7 +285,7 @@ def test_import_is_cheap_and_spread_heuristic_needs_no_torch():
 
 
 def test_unknown_kind_lists_known():
-    with pytest.raises(EnvError, match="unknown env kind 'atari'; known kinds: gymnasium, pettingzoo, vmas"):
+    with pytest.raises(EnvError, match="unknown env kind 'atari': expected one of gymnasium, pettingzoo, vmas, or a BatchedEnv class"):
         make_env("atari", "pong", 1, 0, {})
 
 

@@ -440,9 +440,9 @@ def test_llm_top_in_async_hierarchy(llm_server, tmp_path):
 
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "tag_actors.launch", "configs/balance_llm.toml", "--quiet", "--run-dir",
-           str(run_dir), "--set", "levels.0.agent=random", "--set", "levels.0.params={}",
-           "--set", f"levels.1.params.base_url={llm_server}", "--set", "run.total_env_steps=3000",
-           "--set", "env.num_envs=4", "--set", "run.metrics=false", "--set", "levels.1.params.timeout_s=90"]
+           str(run_dir), "--set", "l1.agent=random", "--set", "l1.params={}",
+           "--set", f"l2.params.base_url={llm_server}", "--set", "run.total_env_steps=3000",
+           "--set", "env.num_envs=4", "--set", "run.metrics=false", "--set", "l2.params.timeout_s=90"]
     r = subprocess.run(cmd, cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr + r.stdout
     ends = {e["name"]: e for e in read_events(run_dir) if e["type"] == "end"}

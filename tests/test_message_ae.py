@@ -72,7 +72,7 @@ def test_3ppo_comm_actors_match_in_process(launch, tmp_path):
     returns, actions and φ parameters in-process and as actors, and φ trained along the way."""
     args = ["configs/balance_3ppo_comm.toml", "--quiet", "--set", "run.total_env_steps=2560", "--set",
             "env.max_steps=20", "--set", "run.metrics=false", "--set", "run.checkpoint_every_s=0", "--set",
-            "levels.0.params.rollout_len=8", "--set", "levels.1.params.rollout_len=4"]
+            "l1.params.rollout_len=8", "--set", "l2.params.rollout_len=4"]
     serial, actors = tmp_path / "serial", tmp_path / "actors"
     r1 = launch.run(*args, "--serial", "--run-dir", str(serial))
     assert r1.returncode == 0, r1.stderr

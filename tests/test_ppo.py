@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from tag_actors.agents.base import AgentContext
-from tag_actors.agents.ppo import PPOAgent, PPOConfig, compute_gae
+from tag_actors.agents.base import AgentContext, parse_params
+from tag_actors.agents.ppo import PPOAgent, PPOSettings, compute_gae
 from tag_actors.spaces import Box, Discrete, MultiDiscrete
 
 
@@ -39,7 +39,7 @@ def drive(agent: PPOAgent, env_id: str, total_steps: int, seed: int = 0, periods
     obs = np.stack([env.reset(seed=seed * 1000 + i)[0] for i, env in enumerate(envs)]).astype(np.float32)
     periods = np.ones(n, dtype=np.int64) if periods is None else np.asarray(periods, dtype=np.int64)
     need = np.ones(n, dtype=bool)  # rows whose previous decision window has closed
-    held = agent.space.zeros(n)
+    held = agent.ctx.action_space.zeros(n)
     held_ticks = np.zeros(n, dtype=np.int64)
     window_reward = np.zeros(n)
     episode_return, returns = np.zeros(n), []
@@ -77,7 +77,7 @@ def drive(agent: PPOAgent, env_id: str, total_steps: int, seed: int = 0, periods
 def test_unknown_param_names_key_and_lists_valid_ones():
     with pytest.raises(ValueError, match="'learning_rate'") as err:
         make_agent(Discrete(2), learning_rate=1e-3)
-    assert "valid parameters" in str(err.value) and "lr" in str(err.value) and "gae_lambda" in str(err.value)
+    assert "allowed: lr" in str(err.value) and "lr" in str(err.value) and "gae_lambda" in str(err.value)
     assert "'test'" in str(err.value)  # the agent's name
 
 
@@ -99,15 +99,17 @@ def test_unknown_param_names_key_and_lists_valid_ones():
     ],
 )
 def test_bad_param_values_name_the_key(key, value):
-    with pytest.raises(ValueError, match=repr(key)):
-        PPOConfig.from_params({key: value})
+    with pytest.raises(ValueError, match=f"params.{key}"):
+        parse_params(PPOSettings, {key: value}, "ppo: params")
 
 
 def test_param_conversions():
-    cfg = PPOConfig.from_params({"lr": 1, "hidden_sizes": (32,), "target_kl": 0.02})
+    cfg = parse_params(PPOSettings, {"lr": 1, "hidden_sizes": [32], "target_kl": 0.02}, "ppo: params")
     assert cfg.lr == 1.0 and isinstance(cfg.lr, float)
     assert cfg.hidden_sizes == [32] and cfg.target_kl == 0.02
-    assert PPOConfig.from_params({}).target_kl is None
+    assert parse_params(PPOSettings, {}, "ppo: params").target_kl is None
+    with pytest.raises(ValueError, match="unknown parameter 'lrr' .allowed: lr, lr_schedule"):
+        parse_params(PPOSettings, {"lrr": 1e-4}, "ppo: params")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -340,9 +342,9 @@ def test_background_update_acts_on_old_weights_until_the_learner_finishes():
     acting = agent._acting_net()
     before = [p.detach().clone() for p in acting.parameters()]
     assert agent.update() is None  # handed to the learner thread
-    assert agent._learner is not None and not agent.ready()  # one update at a time
+    assert agent.learner.busy and not agent.ready()  # one update at a time
     agent.act(obs)  # acting goes on meanwhile
-    agent._learner.join()
+    agent.learner.collect(wait=True)
     stats = agent.finished_updates()
     assert len(stats) == 1 and stats[0]["transitions"] == 32 and np.isfinite(stats[0]["policy_loss"])
     acting = agent._acting_net()  # now refreshed with the learner's weights
@@ -363,3 +365,24 @@ def test_cartpole_learns_with_a_background_learner():
     agent.close()
     assert agent.updates >= 10
     assert np.mean(returns[-20:]) > 150, returns[-20:]
+
+
+def test_mappo_reads_the_held_block_as_each_childs_held_action_not_as_a_child():
+    """With observe_held the node's observation ends with its held action (one slice per child); the shared
+    actor of child i sees [its block, the instruction, its own held slice, one-hot(i)]."""
+    from tag_actors.agents.base import ObsLayout
+    from tag_actors.agents.mappo import ChildView, MAPPOAgent
+    from tag_actors.spaces import Box
+
+    blocks = [("l1.0", 3), ("l1.1", 3), ("instruction", 2), ("held", 4)]
+    assert ObsLayout.from_blocks(blocks) == ObsLayout([("l1.0", 3), ("l1.1", 3)], instruction=2, held=4)
+    ctx = AgentContext(name="l2.0", level=2, obs_dim=12, action_space=Box((2, 2), -1.0, 1.0), num_envs=3, seed=0,
+                       params={"rollout_len": 2}, obs_layout=blocks)
+    agent = MAPPOAgent(ctx)
+    assert (agent.k, agent.block_dim, agent.instruction_dim, agent.held_dim) == (2, 3, 2, 2)
+    obs = np.arange(3 * 12, dtype=np.float32).reshape(3, 12)
+    assert agent.act(obs, np.ones(3, bool)).shape == (3, 2, 2)
+    view = ChildView(2, 3, 2, 2)
+    row = torch.tensor(np.concatenate([obs[0], [0.0, 1.0]])[None], dtype=torch.float32)  # child 1 of env 0
+    np.testing.assert_array_equal(view(row).numpy()[0], np.concatenate([obs[0, 3:6], obs[0, 6:8], obs[0, 10:12],
+                                                                       [0.0, 1.0]]))

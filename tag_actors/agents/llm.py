@@ -61,14 +61,15 @@ import os
 import time
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
 import numpy as np
+import pydantic
 import uvloop
 
 from tag_actors.agents import llm_http
-from tag_actors.agents.base import Agent, AgentContext
+from tag_actors.agents.base import Agent, AgentContext, parse_params
 from tag_actors.spaces import Box, Discrete, MultiDiscrete, Space
 
 log = logging.getLogger(__name__)
@@ -80,115 +81,68 @@ FALLBACKS = ("hold", "zeros", "random")
 BATCH_MODES = ("shared", "subset")
 SCHEMA_STYLES = ("auto", "json_schema", "json_object")
 NUMBER_FORMATS = ("int", "digit", "decimal")
-_IGNORED_KEYS = frozenset({"type"})  # the agent-type selector may sit in the same config table
+
+
+def _http_url(url: str) -> str:
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        raise ValueError("must be an http(s) URL")
+    return url
 
 
 @dataclass
 class LLMConfig:
-    """Settings of an ``llm`` agent (the ``[levels.agent]`` table of the config)."""
+    """Settings of an ``llm`` agent (the level's ``params`` table; checked by pydantic, see ``from_params``)."""
 
-    base_url: str = "http://127.0.0.1:8000/v1"
+    __pydantic_config__ = pydantic.ConfigDict(extra="forbid", strict=True, use_attribute_docstrings=True)
+
+    base_url: Annotated[str, pydantic.AfterValidator(_http_url)] = "http://127.0.0.1:8000/v1"
     """Root of the OpenAI-compatible API; the agent posts to ``{base_url}/chat/completions``."""
     model: str = "local"
     """Model name sent in the request (llama_cpp.server serves its one model under any name)."""
     api_key_env: str = "OPENAI_API_KEY"
     """Name of the environment variable holding the API key; unset or empty means no Authorization header."""
-    temperature: float = 0.0
+    temperature: Annotated[float, pydantic.Field(ge=0)] = 0.0
     """Sampling temperature (0 = greedy, reproducible with a local server)."""
-    max_tokens: int = 128
+    max_tokens: Annotated[int, pydantic.Field(ge=1)] = 128
     """Maximum tokens of one reply; a reply cut short is invalid JSON and counts as ``bad_reply``."""
-    timeout_s: float = 10.0
+    timeout_s: Annotated[float, pydantic.Field(gt=0)] = 10.0
     """Wall-clock bound of one call (connect, send, wait, read), in seconds."""
     task: str = ""
     """Description of the task shown to the model (empty: a generic line naming the environment)."""
     use_json_schema: bool = True
     """Send ``response_format`` with a JSON schema of the action; turn off for servers that reject it."""
-    schema_style: str = "auto"
+    schema_style: Literal["auto", "json_schema", "json_object"] = "auto"
     """How the schema travels: ``json_schema`` (OpenAI: ``{"type": "json_schema", "json_schema": {...}}``),
     ``json_object`` (llama-cpp-python: ``{"type": "json_object", "schema": {...}}``) or ``auto`` (OpenAI's form
     first; if the server answers it with an HTTP error, the call is retried once in llama-cpp-python's form, and
     the form that worked is kept)."""
-    fallback: str = "hold"
+    fallback: Literal["hold", "zeros", "random"] = "hold"
     """Action of an env whose call failed: ``hold`` (previous action, zeros at first), ``zeros`` or ``random``."""
-    batch_mode: str = "shared"
+    batch_mode: Literal["shared", "subset"] = "shared"
     """``shared``: one call per ``act``, from the first masked env's observation, applied to every masked env;
     ``subset``: ``envs_per_call`` masked envs (round robin) get their own call, the others hold their action."""
-    envs_per_call: int = 1
+    envs_per_call: Annotated[int, pydantic.Field(ge=1)] = 1
     """``subset`` mode: how many envs get a fresh decision (one call each) per ``act``."""
-    concurrency: int = 1
+    concurrency: Annotated[int, pydantic.Field(ge=1)] = 1
     """``subset`` mode: how many calls are in flight at once (on the agent's asyncio loop)."""
-    min_interval_s: float = 0.0
+    min_interval_s: Annotated[float, pydantic.Field(ge=0)] = 0.0
     """Wall-clock period: an ``act`` sooner than this after the last call makes no call and holds every action."""
     clip_box: bool = True
     """Box actions: clip values outside ``[low, high]`` into it (true) or reject the reply as ``bad_reply``."""
-    number_format: str = "int"
+    number_format: Literal["int", "digit", "decimal"] = "int"
     """How observation numbers are written: ``int`` (``round(value * obs_scale)``, clipped to ``+-int_max``,
     space separated; ~2 tokens per number), ``digit`` (one digit per number, ``5 + round(value * obs_scale)``
     clipped to 0..9, no separator; 1 token per number) or ``decimal`` (2 decimals; ~6 tokens per number)."""
-    obs_scale: float = 10.0
+    obs_scale: Annotated[float, pydantic.Field(gt=0, allow_inf_nan=False)] = 10.0
     """``int`` and ``digit`` formats: the factor applied before rounding (10: one decimal of resolution; use
     about 4 with ``digit``, so that values in [-1.1, 1.1] keep distinct digits)."""
-    int_max: int = 99
+    int_max: Annotated[int, pydantic.Field(ge=1)] = 99
     """``int`` format: numbers are clipped to ``[-int_max, int_max]``, which bounds their width."""
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> LLMConfig:
         """Build from a config table; unknown keys and bad values raise ValueError naming the key."""
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(k for k in params if k not in known and k not in _IGNORED_KEYS)
-        if unknown:
-            raise ValueError(
-                f"unknown llm agent parameter(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(known))}"
-            )
-        kw: dict[str, Any] = {}
-        for key, value in params.items():
-            if key in _IGNORED_KEYS:
-                continue
-            default = getattr(cls, key)
-            if isinstance(default, bool):
-                if not isinstance(value, bool):
-                    raise ValueError(f"llm agent parameter {key!r} must be true or false, got {value!r}")
-            elif isinstance(default, int):
-                if isinstance(value, bool) or not isinstance(value, int):
-                    raise ValueError(f"llm agent parameter {key!r} must be an integer, got {value!r}")
-            elif isinstance(default, float):
-                if isinstance(value, bool) or not isinstance(value, int | float):
-                    raise ValueError(f"llm agent parameter {key!r} must be a number, got {value!r}")
-                value = float(value)
-            elif isinstance(default, str) and not isinstance(value, str):
-                raise ValueError(f"llm agent parameter {key!r} must be a string, got {value!r}")
-            kw[key] = value
-        cfg = cls(**kw)
-        cfg.validate()
-        return cfg
-
-    def validate(self) -> None:
-        if self.fallback not in FALLBACKS:
-            raise ValueError(f"llm agent parameter 'fallback' must be one of {FALLBACKS}, got {self.fallback!r}")
-        if self.batch_mode not in BATCH_MODES:
-            raise ValueError(
-                f"llm agent parameter 'batch_mode' must be one of {BATCH_MODES}, got {self.batch_mode!r}"
-            )
-        if self.schema_style not in SCHEMA_STYLES:
-            raise ValueError(
-                f"llm agent parameter 'schema_style' must be one of {SCHEMA_STYLES}, got {self.schema_style!r}"
-            )
-        if self.number_format not in NUMBER_FORMATS:
-            raise ValueError(
-                f"llm agent parameter 'number_format' must be one of {NUMBER_FORMATS}, got {self.number_format!r}"
-            )
-        if not (math.isfinite(self.obs_scale) and self.obs_scale > 0):
-            raise ValueError(f"llm agent parameter 'obs_scale' must be a finite number > 0, got {self.obs_scale!r}")
-        for key in ("max_tokens", "envs_per_call", "concurrency", "int_max"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"llm agent parameter {key!r} must be >= 1, got {getattr(self, key)!r}")
-        if not self.timeout_s > 0:
-            raise ValueError(f"llm agent parameter 'timeout_s' must be > 0, got {self.timeout_s!r}")
-        if self.min_interval_s < 0 or self.temperature < 0:
-            raise ValueError("llm agent parameters 'min_interval_s' and 'temperature' must be >= 0")
-        scheme = urllib.parse.urlsplit(self.base_url).scheme
-        if scheme not in ("http", "https"):
-            raise ValueError(f"llm agent parameter 'base_url' must be an http(s) URL, got {self.base_url!r}")
+        return parse_params(cls, params, "llm agent: params")
 
 
 class BadReply(ValueError):

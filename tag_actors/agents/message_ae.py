@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tag_actors.agents.ppo import RunningMeanStd
+from tag_actors.agents.nets import RunningMeanStd
 
 
 class MessageAutoencoder:

@@ -6,13 +6,15 @@ import time
 
 import numpy as np
 
-from tag_actors.agents.base import Agent, AgentContext
+from tag_actors.agents.base import Agent, AgentContext, parse_params
+from tag_actors.agents.settings import SlowSettings
 
 
 class RandomAgent(Agent):
     """Uniform random actions from the agent's action space (its own seeded generator)."""
 
     def act(self, obs: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """A uniform sample for every row."""
         return self.ctx.action_space.sample(self.rng, obs.shape[0])
 
 
@@ -32,22 +34,23 @@ class HeuristicAgent(Agent):
         from tag_actors.envs import heuristic_for
 
         self.policy = heuristic_for(ctx.env_info)
-        self.env_obs_dim = ctx.obs_layout[0][1] if ctx.obs_layout else ctx.obs_dim
+        self.env_obs_dim = ctx.layout.children[0][1]
 
     def act(self, obs: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The scripted action of every row, from its env-observation block."""
         return self.policy(obs[:, : self.env_obs_dim])
 
 
 class SlowAgent(RandomAgent):
     """Random actions after a fixed delay per decision: a stand-in for an LLM or a far host (``delay_s``)."""
 
+    Params = SlowSettings
+
     def __init__(self, ctx: AgentContext):
         super().__init__(ctx)
-        unknown = set(ctx.params) - {"delay_s"}
-        if unknown:
-            raise ValueError(f"agent {ctx.name!r} (slow): unknown parameter {sorted(unknown)[0]!r}; valid: delay_s")
-        self.delay_s = float(ctx.params.get("delay_s", 0.05))
+        self.delay_s = parse_params(SlowSettings, ctx.params, f"agent {ctx.name!r} (slow): params").delay_s
 
     def act(self, obs: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Random actions, ``delay_s`` late."""
         time.sleep(self.delay_s)
         return super().act(obs, mask)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,16 +18,26 @@ from tag_actors.spaces import Box, Space
 
 
 class BatchedEnv(ABC):
-    """``num_envs`` copies of a multi-agent env; every array has ``num_envs`` as its leading dimension."""
+    """``num_envs`` copies of a multi-agent env; every array has ``num_envs`` as its leading dimension.
+
+    Subclass it to bring your own environment (``env.kind = "my_pkg.envs:MyEnv"``): set ``agent_names`` and
+    ``num_envs`` in ``__init__(self, num_envs, seed, **kwargs)``, implement the spaces, ``reset`` and ``step``,
+    and run ``tag_actors.check_env(MyEnv)``. The episode time limit and auto-reset are not yours to do:
+    ``Level0`` adds them (``step`` only resets the copies it is told to).
+    """
 
     agent_names: list[str]
+    """The env's agents, in the order level-1 agents take them (``env/0``, ``env/1``, ...)."""
     num_envs: int
+    """Copies stepped together."""
 
     @abstractmethod
-    def observation_space(self, agent: str) -> Box: ...
+    def observation_space(self, agent: str) -> Box:
+        """One agent's observation: a ``Box`` (flattened to float32 features)."""
 
     @abstractmethod
-    def action_space(self, agent: str) -> Space: ...
+    def action_space(self, agent: str) -> Space:
+        """One agent's action: ``Box``, ``Discrete`` or ``MultiDiscrete`` (batched layout ``(num_envs, ...)``)."""
 
     @abstractmethod
     def reset(self, seed: int) -> dict[str, np.ndarray]:
@@ -44,9 +53,10 @@ class BatchedEnv(ABC):
         copies hold their initial observation, zero reward and False flags.
         """
 
-    def heuristic(self, agent: str) -> Callable[[np.ndarray], np.ndarray] | None:
-        """A scripted policy for one agent (obs batch -> action batch), or None if the env has none."""
-        return None
+    def env_info(self, agent: str) -> dict[str, Any]:
+        """Plain data (msgpack-able) about one env agent, handed to the level-1 agent above it in the handshake
+        (``AgentContext.env_info``): e.g. the scenario, for a scripted policy. Default: the agent's name."""
+        return {"agent": agent}
 
     def render(self, index: int = 0) -> np.ndarray | None:
         """An RGB frame of copy ``index`` (for evaluation videos), or None."""
@@ -86,6 +96,7 @@ class Level0:
         """Episodes that ended since the last ``pop_finished()``: {"env": i, "length": n, "return": {agent: r}}."""
 
     def reset(self, seed: int) -> Tick:
+        """Reset every copy; the first Tick (``first`` all True, zero rewards)."""
         obs = self.env.reset(seed)
         n = self.env.num_envs
         self.episode_len[:] = 0
@@ -97,6 +108,7 @@ class Level0:
         return Tick(obs, zeros, flags, flags.copy(), np.ones(n, dtype=bool))
 
     def step(self, actions: dict[str, np.ndarray]) -> Tick:
+        """One tick: step the copies, reset those that ended last tick, apply the time limit."""
         started = time.perf_counter()
         first = self.pending_reset.copy()
         obs, rewards, terminated, truncated = self.env.step(actions, first)
@@ -125,5 +137,6 @@ class Level0:
         return Tick(obs, rewards, terminated, truncated, first)
 
     def pop_finished(self) -> list[dict[str, Any]]:
+        """The episodes that ended since the last call."""
         out, self.finished_episodes = self.finished_episodes, []
         return out
