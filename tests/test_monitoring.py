@@ -661,7 +661,7 @@ def run_args(run_dir: Path, name: str, total_env_steps: int) -> list[str]:
         "run.log_every_s=1",
     ]
     for lvl in range(3):
-        sets += [f"levels.{lvl}.agent=ppo", f"levels.{lvl}.params.rollout_len=8"]
+        sets += [f"l{lvl + 1}.agent=ppo", f"l{lvl + 1}.params.rollout_len=8"]
     for item in sets:
         args += ["--set", item]
     return args
