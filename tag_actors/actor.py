@@ -501,6 +501,10 @@ def main(argv: list[str] | None = None) -> int:
         write_failure(args.run_dir, args.name, "crash", f"{type(e).__name__}: {e}")
         return 1
     finally:
+        # Closing is not interruptible: a second SIGTERM/Ctrl-C here would skip removing the sockets and print a
+        # traceback for an ordinary stop.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if profiler is not None:
             from tag_actors.runlog import file_name
 

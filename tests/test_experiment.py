@@ -175,7 +175,7 @@ def test_unknown_logger_is_a_config_error():
     raw = {"run": {"loggers": ["csv", "tensorbored"]}, "levels": [{"agent": "random"}]}
     with pytest.raises(config_mod.ConfigError, match="run.loggers: unknown logger 'tensorbored'"):
         config_mod.from_dict(raw, "x.toml")
-    with pytest.raises(config_mod.ConfigError, match="run.loggers: expected a list of strings"):
+    with pytest.raises(config_mod.ConfigError, match="run.loggers: input should be a valid array"):
         config_mod.from_dict({"run": {"loggers": "csv"}, "levels": [{"agent": "random"}]}, "x.toml")
 
 
@@ -384,7 +384,7 @@ def test_device_keys_in_the_config():
     base = {"env": {"kind": "vmas"}, "levels": [{"agent": "ppo"}]}
     cfg = config_mod.from_dict(base)
     assert cfg.env.device == "cpu" and cfg.levels[0].device == "cpu"  # CPU unless asked
-    with pytest.raises(config_mod.ConfigError, match=r"x.toml: levels\[0\].device: expected"):
+    with pytest.raises(config_mod.ConfigError, match=r"x.toml: l1.device: expected"):
         config_mod.from_dict({**base, "levels": [{"agent": "ppo", "device": "gpu"}]}, "x.toml")
     with pytest.raises(config_mod.ConfigError, match="x.toml: env.device: expected"):
         config_mod.from_dict({**base, "env": {"device": "tpu"}}, "x.toml")
