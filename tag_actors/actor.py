@@ -8,7 +8,11 @@ ports) and starts one of these per process. Every message it sends or checks is 
 
 A run ends with explicit, acknowledged messages (§11): the env marks its last UP with ``stop``; the marker travels
 to the top, which answers STOP; every agent checkpoints, passes STOP down, and acknowledges (BYE) once its whole
-subtree has. SIGTERM/SIGINT checkpoint and exit at once.
+subtree has. SIGTERM/SIGINT checkpoint and exit at once, with 128 + the signal's number (as a shell reports a
+process a signal ended), so that the launcher can tell an agent someone stopped from one that finished.
+
+For its supervisor each process keeps ``logs/<name>.state.json`` (its phase, and what it waits for once a wait
+passes half a second) and, when it fails, ``logs/<name>.failure.json`` (see ``write_failure``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +48,7 @@ from tag_actors.protocol import (
     pack_flags,
     unpack_flags,
 )
+from tag_actors.runlog import write_episodes_csv, write_state
 from tag_actors.spaces import Space
 from tag_actors.topology import ENV, Plan, build_plan, remove_socket_dir
 from tag_actors.transport import ChildLink, Hub, Link, LinkTimeout, ParentLink, PeerLost
@@ -54,9 +61,40 @@ PEER_LOST_EXIT = 3
 class Shutdown(BaseException):
     """Raised by the SIGTERM/SIGINT handler; unwinds to the process's clean exit path."""
 
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+_closing = False
+"""True while checkpoints and logs are being closed: a stop signal then waits for the close instead of
+interrupting it (it would leave no end record, and a traceback from wherever it landed)."""
+_deferred: list[int] = []
+
 
 def _raise_shutdown(signum: int, _frame: Any) -> None:
-    raise Shutdown(signal.Signals(signum).name)
+    if _closing:
+        _deferred.append(signum)
+        return
+    for sig in (signal.SIGTERM, signal.SIGINT):  # one stop is enough: a second signal must not cut the first
+        signal.signal(sig, signal.SIG_IGN)
+    raise Shutdown(signum)
+
+
+@contextmanager
+def closing() -> Iterator[None]:
+    """Checkpoint and close without being interrupted by SIGTERM/SIGINT (they are noted, and end the process
+    once the close is done)."""
+    global _closing
+    _closing = True
+    try:
+        yield
+    finally:
+        _closing = False
+    if _deferred:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
+        raise Shutdown(_deferred[0])
 
 
 def up_message(report: Report, tick: int, env_steps: int, stop: bool) -> Message:
@@ -180,6 +218,8 @@ class Actor:
             self.metrics = ProcessMetrics(wiring.get("run_id", self.cfg.run.name), "env" if name == ENV else "agent",
                                           name, self.level, wiring.get("host", "local"), config=self.cfg.run.name)
             self.metrics.declare_links(*process_links(self.plan, name))
+            if wiring.get("restarts"):  # this process was started again after a fault (run.restart = 'always')
+                self.metrics.restart(wiring["restarts"])
             self.metrics.serve(wiring["metrics_ports"][name], wiring.get("metrics_addr", "127.0.0.1"))
             self.metrics.set_up()
         run = self.cfg.run
@@ -191,7 +231,25 @@ class Actor:
         self.hub = Hub(name, max_message_bytes=run.max_message_bytes, peer_timeout_s=run.peer_timeout_s,
                        security=security,
                        on_bad_frame=self._on_bad_frame,
-                       on_received=self.metrics.frame_received if self.metrics else None)
+                       on_received=self.metrics.frame_received if self.metrics else None,
+                       on_wait=self._on_wait)
+        self.clock = 0
+        """The run's tick this process is at (for its state file)."""
+        self.phase = "handshake"
+        write_state(run_dir, name, self.phase)
+
+    def set_phase(self, phase: str) -> None:
+        self.phase = phase
+        write_state(self.run_dir, self.name, phase, tick=self.clock)
+
+    def _on_wait(self, what: str | None, peers: list[str]) -> None:
+        """A wait passed half a second (or ended): tell the supervisor whom this process waits for."""
+        if what is None:
+            write_state(self.run_dir, self.name, self.phase, tick=self.clock)
+        else:
+            write_state(self.run_dir, self.name, "waiting", during=self.phase, what=what, tick=self.clock,
+                        waits_for=sorted({self.plan.process_of(p) for p in peers}), peers=peers,
+                        since=round(time.time() - 0.5, 3))
 
     def _on_bad_frame(self, peer: str, reason: str) -> None:
         if self.metrics:
@@ -219,7 +277,8 @@ class Actor:
             remaining = deadline - time.monotonic()
             if pending and remaining <= 0:
                 names = ", ".join(f"{link.peer!r} (to {link.me!r})" for link in pending)
-                raise LinkTimeout(f"{self.name!r} waited {timeout:.0f}s for an acceptable HELLO from {names}")
+                raise LinkTimeout(f"{self.name!r} waited {timeout:.0f}s for an acceptable HELLO from {names}",
+                                  [link.peer for link in pending])
             if pending:
                 self.hub.wait(list(pending), min(remaining, 1.0))
 
@@ -304,9 +363,12 @@ class EnvActor(Actor):
         links = {c: self.hub.serve_parent(self.plan.endpoints[c], self.plan.parent[c], me=c) for c in level.names}
         self.welcome_parents([(link, level.message_space(child), level.instruction_space(child),
                                level.info(child)) for child, link in links.items()])
-        recorder = EnvRecorder(self.run_dir, level.level0, self.metrics, cfg.run.log_every_s)
+        recorder = EnvRecorder(self.run_dir, level.level0, self.metrics, cfg.run.log_every_s,
+                               cfg.run.checkpoint_every_s)
         if self.resume:
             recorder.restore()
+        self.clock = recorder.ticks
+        self.set_phase("running")
         reason = "interrupted"
         try:
             reports = level.reset(cfg.run.seed + recorder.ticks)  # a resumed run sees new episodes
@@ -325,6 +387,7 @@ class EnvActor(Actor):
                 for child, _ in ordered:
                     outboxes[child].put(up_message(reports[child], tick, steps, stop), stop or decides[child])
                 if stop:
+                    self.set_phase("stopping")
                     for inbox in inboxes.values():
                         inbox.wait_stop()
                     for _, link in ordered:
@@ -342,11 +405,13 @@ class EnvActor(Actor):
                     self.metrics.env_steps(level.level0.env_steps - steps)
                 recorder.after_tick()
                 tick += 1
+                self.clock = tick
                 stop = level.level0.env_steps >= cfg.run.total_env_steps or any(
                     i.stopped for i in inboxes.values())
         finally:
-            recorder.close(reason)
-            env.close()
+            with closing():
+                recorder.close(reason)
+                env.close()
 
 
 class AgentActor(Actor):
@@ -379,13 +444,16 @@ class AgentActor(Actor):
         recorder = NodeRecorder(self.run_dir, node, self.metrics, cfg.run.checkpoint_every_s)
         if self.resume:
             recorder.restore()
+        self.clock = node.ticks
+        self.set_phase("running")
         reason = "interrupted"
         try:
             reason = self.loop(node, children, parent_link, recorder)
             return reason
         finally:
-            recorder.close(reason)
-            node.agent.close()
+            with closing():
+                recorder.close(reason)
+                node.agent.close()
 
     def loop(self, node: AgentNode, children: list[ChildLink], parent_link: ParentLink | None,
              recorder: Any) -> str:
@@ -397,10 +465,18 @@ class AgentActor(Actor):
         children_wait = cfg.level_mode(level) == "lockstep"
         staleness = [0.0, 0.0, 0]  # sum of ticks, sum of seconds, count
         backlog = 0
+        first = True
         while True:
-            tick = node.ticks  # the run's clock (continues on --resume); on_instruction advances it
+            tick = self.clock = node.ticks  # the run's clock (continues on --resume); on_instruction advances it
             ups = hub.recv_from_all(children, (Kind.UP,), None, "UP")
             msgs = [ups[link] for link in children]
+            if first:
+                first = False
+                if msgs[0].tick != tick:  # resumed from a checkpoint older (or newer) than its children's
+                    log.warning("checkpoint at tick %d, children at tick %d: taking the run's clock from them",
+                                tick, msgs[0].tick)
+                    recorder.log.write("clock", checkpoint_tick=tick, run_tick=msgs[0].tick)
+                    node.ticks = tick = self.clock = msgs[0].tick
             env_steps = msgs[0].meta.get("e", 0)
             stop = any(m.meta.get("stop") for m in msgs)
             report = node.on_children([report_of(m) for m in msgs])
@@ -417,6 +493,7 @@ class AgentActor(Actor):
                         metrics.observe_roundtrip(parent_link.peer, time.perf_counter() - sent)
                     stop = inbox.stopped
             if stop:
+                self.set_phase("stopping")
                 recorder.after_tick(env_steps)
                 recorder.checkpoint()
                 self.stop_children(children)
@@ -453,14 +530,20 @@ class AgentActor(Actor):
             recorder.after_tick(env_steps)
 
 
-def write_failure(run_dir: Path, name: str, kind: str, message: str) -> None:
+def write_failure(run_dir: Path, name: str, kind: str, message: str, **fields: Any) -> None:
     """Tell the launcher why this process is about to exit, before its sockets close and its neighbours notice:
-    the launcher then names the cause (a crash), not the neighbours that only saw it vanish."""
+    the launcher then names the cause (a crash, a signal), not the neighbours that only saw it vanish.
+
+    kind: 'crash' (an exception), 'signal' (SIGTERM/SIGINT), 'peer_lost' (``peer``: the process that vanished),
+    'timeout' (``waited_for``: the processes that did not answer in time)."""
     from tag_actors.runlog import file_name
 
     path = run_dir / "logs" / f"{file_name(name)}.failure.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"name": name, "kind": kind, "time": time.time(), "message": message}))
+    record = {"name": name, "kind": kind, "time": time.time(), "message": message, **fields}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -471,6 +554,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {args.name} %(levelname)s %(message)s")
     signal.signal(signal.SIGTERM, _raise_shutdown)
     signal.signal(signal.SIGINT, _raise_shutdown)
+    launcher = os.getppid()
+    (args.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    write_state(args.run_dir, args.name, "starting")
     actor: Actor | None = None
     stopped_cleanly = False
     profiler = None
@@ -490,11 +576,18 @@ def main(argv: list[str] | None = None) -> int:
     except Shutdown as e:
         log.info("stopped by %s; checkpoint and logs saved", e)
         stopped_cleanly = True
-        return 0
+        write_failure(args.run_dir, args.name, "signal", f"stopped by {e}", signal=str(e))
+        return 128 + e.signum
     except PeerLost as e:
         print(f"tag_actors: {args.name}: {e}", file=sys.stderr)
-        write_failure(args.run_dir, args.name, "peer_lost", str(e))
+        peer = actor.plan.process_of(e.peer) if actor is not None else e.peer
+        write_failure(args.run_dir, args.name, "peer_lost", str(e), peer=peer)
         return PEER_LOST_EXIT
+    except LinkTimeout as e:
+        print(f"tag_actors: {args.name}: {e}", file=sys.stderr)
+        waited = sorted({actor.plan.process_of(p) for p in e.peers}) if actor is not None else e.peers
+        write_failure(args.run_dir, args.name, "timeout", str(e), waited_for=waited)
+        return 1
     except Exception as e:  # noqa: BLE001 — the launcher shows this traceback with the process name
         traceback.print_exc()
         print(f"tag_actors: {args.name} failed: {type(e).__name__}: {e}", file=sys.stderr)
@@ -515,6 +608,8 @@ def main(argv: list[str] | None = None) -> int:
             remove_socket_dir(actor.plan.endpoints)  # the last process out removes it, even if the launcher died
             if actor.metrics is not None and stopped_cleanly:  # Prometheus sees tag_up 0: gone on purpose
                 actor.metrics.set_down(deliver_s=5.0)
+        if os.getppid() != launcher:  # the launcher died: whoever leaves last writes the episodes it would have
+            write_episodes_csv(args.run_dir)
         sys.stdout.flush()
         sys.stderr.flush()
 

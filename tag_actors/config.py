@@ -70,6 +70,19 @@ class RunConfig:
     """Seconds between periodic checkpoints of every agent (0: only at the end)."""
     log_every_s: float = 2.0
     """Seconds between progress lines and status records."""
+    restart: Literal["never", "always"] = "never"
+    """What a fault does: 'never' stops the run naming the process at fault; 'always' restarts the run from its
+    latest checkpoints (every process, Erlang's one_for_all) within max_restarts per restart_window_s. The env's
+    policy, and the default of every level (lN.restart)."""
+    max_restarts: int = 3
+    """Restarts allowed within restart_window_s; one more stops the run (Erlang's restart intensity)."""
+    restart_window_s: float = 300.0
+    """The window of max_restarts."""
+    restart_backoff_s: float = 1.0
+    """Wait before a restart; doubles with each restart still in the window (at most 30 s)."""
+    stall_timeout_s: float = 120.0
+    """The launcher's stall watchdog: when no tick completes for this long while every process is up, it names who
+    waits for whom and stops the run naming the stalled process (0: no watchdog). Must exceed log_every_s."""
     metrics: bool = True
     """Serve Prometheus metrics from every process."""
     metrics_base_port: int = 0
@@ -126,6 +139,8 @@ class LevelConfig:
     """Async only: decide on this wall-clock period (seconds) instead of every ``every`` ticks (slow agents)."""
     device: str = "cpu"
     """Where the level's learners train: 'cpu', 'cuda', 'cuda:N', or 'auto' (cuda when torch sees one)."""
+    restart: Literal["", "never", "always"] = ""
+    """'never' or 'always': what a fault of one of this level's processes does (see run.restart; empty: that)."""
     observe_held: bool = False
     """Append the action this level holds to its own observation. For a level whose children do not wait
     (async): the action being applied while it decides, which makes the resulting delay part of the state."""
@@ -331,7 +346,13 @@ def validate(cfg: Config) -> None:
     from tag_actors.envs import EnvError, env_class, resolve_env
 
     validate_placement(cfg)
-    src = cfg.source
+    src, run = cfg.source, cfg.run
+    if run.max_restarts < 0 or run.restart_window_s <= 0 or run.restart_backoff_s < 0:
+        raise ConfigError(f"{src}: run.max_restarts must be >= 0, run.restart_window_s > 0 and "
+                          "run.restart_backoff_s >= 0")
+    if run.stall_timeout_s < 0 or 0 < run.stall_timeout_s <= run.log_every_s:
+        raise ConfigError(f"{src}: run.stall_timeout_s = {run.stall_timeout_s} must be 0 (off) or more than "
+                          f"run.log_every_s = {run.log_every_s} (the env reports its ticks that often)")
     from tag_actors.devices import check_device_spec
     from tag_actors.loggers import LOGGERS
 

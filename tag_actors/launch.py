@@ -8,7 +8,6 @@ event logs, and stops everyone cleanly on Ctrl-C, SIGTERM, or the first crash (n
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import signal
@@ -16,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,10 +25,9 @@ from tag_actors.config_files import find_config
 from tag_actors.end_of_run import RunEnd, check_loggers
 from tag_actors.external import external_instructions, missing_externals
 from tag_actors.progress import RunWatcher
-from tag_actors.runlog import file_name
+from tag_actors.runlog import checkpoint_ticks, file_name, read_events, write_episodes_csv
+from tag_actors.supervisor import Blame, RestartBudget, Supervisor, restart_policy, terminate
 from tag_actors.topology import ENV, assign_endpoints, build_plan, host_address, host_of, remove_socket_dir
-
-GRACE_S = 10.0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -92,9 +91,10 @@ def local_processes(cfg: config_mod.Config, plan: Any, host: str | None) -> tupl
 
 
 def prepare_run(cfg: config_mod.Config, run_dir: Path, resume: bool = False,
-                host: str | None = None) -> dict[str, Any]:
+                host: str | None = None, restarts: int = 0, launcher_port: int | None = None) -> dict[str, Any]:
     """Write config.json and plan.json into ``run_dir``; returns the plan's wiring. On several hosts every host
-    computes the same plan from the same config (fixed ports), and runs its own share of the processes."""
+    computes the same plan from the same config (fixed ports), and runs its own share of the processes.
+    ``restarts``/``launcher_port``: a run the launcher restarts after a fault keeps its launcher's metrics port."""
     plan = build_plan(cfg)
     host, mine = local_processes(cfg, plan, host)
     if cfg.run.cpu_affinity == "env_apart" and ENV in mine and hasattr(os, "sched_getaffinity"):
@@ -129,16 +129,18 @@ def prepare_run(cfg: config_mod.Config, run_dir: Path, resume: bool = False,
             for n in mine:
                 check_port_free(metrics_ports[n], metrics_addr,
                                 f"{cfg.source}: run.metrics_base_port (metrics of {n!r})")
-            launcher_port = cfg.run.metrics_base_port + len(names)
-            check_port_free(launcher_port, metrics_addr, f"{cfg.source}: run.metrics_base_port (the launcher's "
-                            f"metrics, base + {len(names)})")
+            if launcher_port is None:
+                launcher_port = cfg.run.metrics_base_port + len(names)
+                check_port_free(launcher_port, metrics_addr, f"{cfg.source}: run.metrics_base_port (the "
+                                f"launcher's metrics, base + {len(names)})")
         else:
-            *ports, launcher_port = free_ports(len(names) + 1)
+            *ports, fresh_port = free_ports(len(names) + 1)
             metrics_ports = dict(zip(names, ports, strict=True))
+            launcher_port = fresh_port if launcher_port is None else launcher_port
     wiring = {"endpoints": plan.endpoints, "metrics_ports": metrics_ports, "host": host, "processes": mine,
               "external": [n for n in mine if n in cfg.placement.external],
               "metrics_addr": metrics_addr, "resume": resume, "cwd": str(Path.cwd()), "run_id": run,
-              "launcher_pid": os.getpid()}
+              "launcher_pid": os.getpid(), "restarts": restarts}
     (run_dir / "config.json").write_text(json.dumps({"config": cfg.to_dict(), "source": cfg.source}, indent=2))
     if metrics_ports:
         from tag_actors.metrics import file_sd_target, link_file_sd, write_file_sd
@@ -192,83 +194,22 @@ def actor_pids(run_dir: Path) -> dict[str, int]:
     return out
 
 
-def tail(path: Path, lines: int = 25) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-PEER_LOST_EXIT = 3  # an actor that exits because a peer vanished: a symptom, not the cause
-
-
-def supervise(children: list[Child], watcher: RunWatcher | None, on_failure: Any = None) -> int:
-    """Wait for every child (showing progress and feeding the loggers through ``watcher``); on the first failure
-    report it (to ``on_failure(name, how)`` too), then stop the others. Returns the exit code."""
-    while True:
-        running = [c for c in children if c.proc.poll() is None]
-        if any(c.proc.returncode not in (None, 0) for c in children):
-            root, how = report_failure(children)
-            if on_failure is not None:
-                on_failure(root, how)
-            terminate(children)
-            return 1
-        if not running:
-            return 0
-        if watcher:
-            watcher.tick()
-        time.sleep(0.1)
-
-
-def report_failure(children: list[Child]) -> tuple[str, str]:
-    """Name the process that caused the failure: one that crashed (it leaves ``logs/<name>.failure.json`` before
-    its sockets close), rather than the neighbours that only saw it vanish and exited with PEER_LOST_EXIT."""
-    def failure(c: Child) -> dict[str, Any] | None:
-        path = c.log_path.with_suffix(".failure.json")
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
-
-    deadline = time.monotonic() + 2.0
-    while time.monotonic() < deadline:
-        records = [(c, failure(c)) for c in children]
-        crashes = [(c, f) for c, f in records if f and f["kind"] == "crash"]
-        if crashes or all(c.proc.poll() is not None for c in children):
-            break
-        time.sleep(0.05)
-    failed = [c for c in children if c.proc.poll() not in (None, 0)]
-    crashed = sorted(crashes, key=lambda cf: cf[1]["time"])
-    killed = [c for c in failed if c.proc.returncode < 0 or (c.proc.returncode != PEER_LOST_EXIT and not failure(c))]
-    root = crashed[0][0] if crashed else (killed[0] if killed else failed[0])
-    how = f"exit code {root.proc.returncode}" if root.proc.returncode is not None else "crashed"
-    if root.proc.returncode is not None and root.proc.returncode < 0:
-        how = f"killed by {signal.Signals(-root.proc.returncode).name}"
-    print(f"\ntag_actors: process {root.name!r} failed ({how}); stopping the run."
-          f"\n--- last lines of {root.log_path} ---\n{tail(root.log_path)}\n---", file=sys.stderr)
-    for other in failed:
-        if other is not root:
-            print(f"tag_actors: process {other.name!r} also exited ({other.proc.returncode}): "
-                  f"{tail(other.log_path, 1)}", file=sys.stderr)
-    return root.name, how
-
-
-def terminate(children: list[Child]) -> None:
-    for c in children:
-        if c.proc.poll() is None:
-            c.proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + GRACE_S
-    for c in children:
-        try:
-            c.proc.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            print(f"tag_actors: {c.name!r} did not stop within {GRACE_S:.0f}s; killing it", file=sys.stderr)
-            c.proc.kill()
-            c.proc.wait()
+def supervise(run_dir: Path, children: list[Child], watcher: RunWatcher | None, stall_timeout_s: float,
+              on_failure: Callable[[str, str], None] | None = None,
+              on_fault: Callable[[Blame], str] | None = None) -> Supervisor:
+    """Wait for every child (showing progress and feeding the loggers through ``watcher``); on the first fault
+    name its cause (to ``on_failure(name, how)`` too) and stop the others, or restart them (``on_fault``
+    decides; see ``supervisor``)."""
+    supervisor = Supervisor(run_dir, children, stall_timeout_s, on_poll=watcher.tick if watcher else None,
+                            on_failure=on_failure, on_fault=on_fault)
+    supervisor.run()
+    return supervisor
 
 
 def start_children(run_dir: Path, names: list[str]) -> list[Child]:
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    for stale in (run_dir / "logs").glob("*.failure.json"):  # a resumed or restarted run's old faults
+        stale.unlink(missing_ok=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     children = []
     for name in names:
@@ -283,23 +224,7 @@ def start_children(run_dir: Path, names: list[str]) -> list[Child]:
 
 def write_summary(run_dir: Path) -> Path:
     """episodes.csv: one row per finished episode per agent (level 0 rows are the env's per-agent returns)."""
-    from tag_actors.runlog import read_events
-
-    out = run_dir / "episodes.csv"
-    with out.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["name", "level", "env_steps", "episode_return", "episode_length"])
-        for e in read_events(run_dir):
-            if e["type"] != "episodes":
-                continue
-            if e["name"] == ENV:
-                for agent, returns in e["returns"].items():
-                    for r, n in zip(returns, e["lengths"], strict=True):
-                        w.writerow([f"env:{agent}", 0, e["env_steps"], r, n])
-            else:
-                for r, n in zip(e["returns"], e["lengths"], strict=True):
-                    w.writerow([e["name"], e["level"], e["env_steps"], r, n])
-    return out
+    return write_episodes_csv(run_dir)
 
 
 def _interrupt(signum: int, _frame: Any) -> None:
@@ -337,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume:
             run_dir = args.resume.resolve()
             cfg = config_mod.load_resolved(run_dir / "config.json", overrides)
+            check_resume(run_dir, cfg)
         elif args.config is None:
             raise config_mod.ConfigError("give a CONFIG file, or --resume RUN_DIR")
         else:
@@ -368,15 +294,43 @@ def main(argv: list[str] | None = None) -> int:
     for name in external:
         print(external_instructions(cfg, run_dir, wiring, name), flush=True)
     end = RunEnd.start(cfg, run_dir, args.quiet)
-    children = start_children(run_dir, [n for n in names if n not in external])
     signal.signal(signal.SIGTERM, _interrupt)
     code = 130
+    children: list[Child] = []
+    budget = RestartBudget(cfg.run.max_restarts, cfg.run.restart_window_s, cfg.run.restart_backoff_s)
+    delay: list[float | None] = [None]
+
+    def on_fault(blame: Blame) -> str:
+        """A fault: restart the run from its checkpoints if the faulty process's level allows it and the
+        budget is not spent; otherwise stop."""
+        delay[0] = None
+        level = 0 if blame.name == ENV else int(blame.name[1:].split(".")[0])
+        if restart_policy(cfg, level) != "always" or cfg.multi_host or external:  # others' processes: not ours
+            return "stopping the run"
+        delay[0] = budget.next_delay()
+        if delay[0] is None:
+            return (f"stopping the run: {cfg.run.max_restarts} restarts within run.restart_window_s = "
+                    f"{cfg.run.restart_window_s:.0f}s already")
+        return (f"restarting the run from its checkpoints in {delay[0]:.1f}s (restart {budget.total + 1}; "
+                f"{len(budget.times) + 1} of {cfg.run.max_restarts} within {cfg.run.restart_window_s:.0f}s)")
+
     try:
-        code = supervise(children, end.watcher, run_state.failed if run_state else None)
+        while True:
+            children = start_children(run_dir, [n for n in names if n not in external])
+            supervisor = supervise(run_dir, children, end.watcher, cfg.run.stall_timeout_s,
+                                   run_state.failed if run_state else None, on_fault)
+            code = 1 if supervisor.blame else 0
+            if supervisor.blame is None or delay[0] is None:
+                break
+            time.sleep(delay[0])
+            restarts = budget.spend()
+            remove_socket_dir(wiring["endpoints"], every_process_ended=True)
+            wiring = prepare_run(cfg, run_dir, resume=True, host=args.host, restarts=restarts,
+                                 launcher_port=wiring.get("launcher_metrics_port"))
+            if run_ended(run_dir, cfg):
+                break
     except KeyboardInterrupt:
-        print("\ntag_actors: interrupted; stopping every process (checkpoints and logs are being saved)",
-              file=sys.stderr)
-        terminate(children)
+        stop_on_interrupt(children)
     finally:
         if code == 1:
             for name in missing_externals(run_dir, external):
@@ -391,6 +345,52 @@ def main(argv: list[str] | None = None) -> int:
             run_metrics.finish(run_state, code, run_dir / "prometheus_targets.json", Path(link) if link else None)
     end.finish(code, write_summary(run_dir))
     return code
+
+
+def run_ended(run_dir: Path, cfg: config_mod.Config) -> bool:
+    """Whether the env already completed its budget (a fault during the final stop needs no restart)."""
+    ends = [e for e in read_events(run_dir, ENV) if e["type"] == "end"]
+    return bool(ends) and ends[-1].get("env_steps", 0) >= cfg.run.total_env_steps
+
+
+def stop_on_interrupt(children: list[Child]) -> None:
+    """Ctrl-C or SIGTERM: every process checkpoints and exits. A second one kills them at once; either way the
+    launcher goes on to write episodes.csv, and no further signal interrupts it."""
+    print("\ntag_actors: interrupted; stopping every process (checkpoints and logs are being saved; "
+          "interrupt again to kill them now)", file=sys.stderr)
+    again: list[int] = []
+
+    def hurry(signum: int, _frame: Any) -> None:
+        if not again:
+            print("tag_actors: interrupted again; killing every process (episodes.csv is still written)",
+                  file=sys.stderr)
+        again.append(signum)
+
+    signal.signal(signal.SIGINT, hurry)
+    signal.signal(signal.SIGTERM, hurry)
+    terminate(children, hurry=lambda: bool(again))
+
+
+def check_resume(run_dir: Path, cfg: config_mod.Config) -> None:
+    """``--resume`` continues every process from its latest checkpoint; refuse when those disagree by more than
+    one checkpoint interval (a process that failed long before the others stopped would come back far behind,
+    its parent's and children's clocks no longer matching its own)."""
+    ticks = checkpoint_ticks(run_dir)
+    if len(ticks) < 2:
+        return
+    rate = 0.0
+    for e in read_events(run_dir, "env"):
+        if e["type"] == "status" and e.get("elapsed_s"):
+            rate = max(rate, e["ticks"] / e["elapsed_s"])  # ticks per second at the env (status since its start)
+    allowed = max(1, int(rate * cfg.run.checkpoint_every_s) + 1) if cfg.run.checkpoint_every_s else 1
+    spread = max(ticks.values()) - min(ticks.values())
+    if spread > allowed:
+        listing = ", ".join(f"{n} at tick {t}" for n, t in sorted(ticks.items(), key=lambda nt: nt[1]))
+        raise config_mod.ConfigError(
+            f"--resume {run_dir}: the checkpoints disagree by {spread} ticks, more than one checkpoint interval "
+            f"(run.checkpoint_every_s = {cfg.run.checkpoint_every_s}: about {allowed} ticks): {listing}. "
+            "A process that stopped long before the others would resume behind them; start a new run, or remove "
+            "the stale checkpoints under checkpoints/ to start those agents afresh")
 
 
 if __name__ == "__main__":

@@ -258,8 +258,9 @@ BAD_FRAME_REASONS: tuple[str, ...] = (
     "unexpected",
     "other",
 )
-#: why a frame from a stranger (an identity other than the configured peer) was dropped
-STRANGER_REASONS: tuple[str, ...] = ("unknown_peer", "auth")
+#: why a frame from a stranger (an identity other than the configured peer) was dropped: ``protocol`` is a
+#: connection that failed its ZMTP handshake (garbage on a raw TCP socket), ``auth`` one that failed CURVE
+STRANGER_REASONS: tuple[str, ...] = ("unknown_peer", "auth", "protocol")
 #: LLM call outcomes counted under their own name: tag_actors.agents.llm.OUTCOMES (anything else: ``other``)
 LLM_OUTCOMES: tuple[str, ...] = ("ok", "timeout", "http_error", "connection_error", "bad_reply", "other")
 #: optional groups of series a process may have (see the module docstring)

@@ -48,7 +48,7 @@ class NodeRecorder:
         return True
 
     def checkpoint(self) -> None:
-        save_checkpoint(self.checkpoint_file, self.node.state_dict())
+        save_checkpoint(self.checkpoint_file, self.node.state_dict(), ticks=self.node.ticks)
         self.last_checkpoint = time.monotonic()
         if self.metrics:
             self.metrics.checkpoint_saved()
@@ -62,7 +62,8 @@ class NodeRecorder:
 
 
 class EnvRecorder:
-    def __init__(self, run_dir: Path, level0: Level0, metrics: Any = None, log_every_s: float = 2.0):
+    def __init__(self, run_dir: Path, level0: Level0, metrics: Any = None, log_every_s: float = 2.0,
+                 checkpoint_every_s: float = 0.0):
         self.level0 = level0
         self.log = EventLog(run_dir, "env")
         self.log.write("started")  # every handshake is done: the tick loop begins
@@ -70,8 +71,11 @@ class EnvRecorder:
         self.metrics = metrics
         self.ticks = 0
         self.log_every_s = log_every_s
-        self.started = self.last_status = time.monotonic()
+        self.started = self.last_status = self.last_checkpoint = time.monotonic()
         self.last_steps = 0
+        self.checkpoint_every_s = checkpoint_every_s
+        """The env's counters are checkpointed too, so that a restart after the env was killed loses at most
+        this much of the run's clock."""
 
     def restore(self) -> None:
         """Continue the env's counters (env steps, ticks) from its checkpoint; the env copies start new episodes."""
@@ -95,6 +99,13 @@ class EnvRecorder:
         now = time.monotonic()
         if now - self.last_status >= self.log_every_s:
             self.status(now)
+            if self.checkpoint_every_s and now - self.last_checkpoint > self.checkpoint_every_s:
+                self.checkpoint()
+                self.last_checkpoint = now
+
+    def checkpoint(self) -> None:
+        save_checkpoint(checkpoint_path(self.run_dir, "env"), {"env_steps": self.level0.env_steps,
+                                                                "ticks": self.ticks}, ticks=self.ticks)
 
     def status(self, now: float) -> None:
         steps = self.level0.env_steps
@@ -104,8 +115,7 @@ class EnvRecorder:
         self.last_status, self.last_steps = now, steps
 
     def close(self, reason: str) -> None:
-        save_checkpoint(checkpoint_path(self.run_dir, "env"), {"env_steps": self.level0.env_steps,
-                                                                "ticks": self.ticks})
+        self.checkpoint()
         self.status(time.monotonic())
         self.log.write("end", reason=reason, ticks=self.ticks, env_steps=self.level0.env_steps)
         self.log.close()

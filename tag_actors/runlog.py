@@ -7,6 +7,7 @@ writing.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -42,9 +43,16 @@ def read_events(run_dir: Path, name: str | None = None) -> list[dict[str, Any]]:
     out = []
     for f in files:
         if f.exists():
-            for line in f.read_text().splitlines():
-                if line.strip():
+            lines = f.read_text().splitlines()
+            for i, line in enumerate(lines):
+                if not line.strip():
+                    continue
+                try:
                     out.append(json.loads(line))
+                except ValueError:
+                    if i < len(lines) - 1:
+                        raise
+                    # the line a killed process was writing: everything before it stands
     return out
 
 
@@ -82,8 +90,19 @@ def checkpoint_path(run_dir: Path, name: str) -> Path:
     return run_dir / "checkpoints" / f"{file_name(name)}.pt"
 
 
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write to a temporary file, then rename: a checkpoint is either the old one or the new one, never half."""
+_TORCH_MAGIC = 0x1950A86A20F9469CFC6C
+"""The first record of torch's legacy (non-zip) checkpoint format, which ``torch.load`` still reads."""
+_TORCH_PROTOCOL = 1001
+
+
+def save_checkpoint(path: Path, state: dict[str, Any], ticks: int | None = None) -> None:
+    """Write to a temporary file, then rename: a checkpoint is either the old one or the new one, never half.
+
+    Every checkpoint loads with ``torch.load(path, weights_only=True)`` (no pickled code runs on load): a process
+    that uses torch saves with it; one that does not (the env, random and scripted agents: importing torch costs
+    them seconds at exit) writes torch's legacy format by hand, which for plain values is five pickles. ``ticks``
+    (the run's clock at this checkpoint) also goes into a small JSON file beside it, which ``--resume`` reads to
+    compare checkpoints without loading them."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     if "torch" in sys.modules:
@@ -91,17 +110,111 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
         torch.save(state, tmp)
     else:
+        sys_info = {"protocol_version": _TORCH_PROTOCOL, "little_endian": sys.byteorder == "little",
+                    "type_sizes": {"short": 2, "int": 4, "long": 4}}
+        body = pickle.dumps(state, protocol=2)
+        try:
+            _PlainUnpickler(io.BytesIO(body)).load()
+        except pickle.UnpicklingError as e:
+            raise TypeError(f"checkpoint {path}: a state_dict must hold tensors and plain values ({e})") from None
         with tmp.open("wb") as f:
-            pickle.dump(state, f, protocol=5)
+            for record in (_TORCH_MAGIC, _TORCH_PROTOCOL, sys_info):
+                pickle.dump(record, f, protocol=2)
+            f.write(body)
+            pickle.dump([], f, protocol=2)  # the keys of its tensor storages: none
     os.replace(tmp, path)
+    if ticks is not None:
+        _write_atomic(checkpoint_info_path(path), json.dumps({"ticks": int(ticks), "time": round(time.time(), 3)}))
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Plain values only: a checkpoint without tensors names no class, so none is ever imported or called."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"checkpoint refers to {module}.{name}; only plain values are allowed")
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint written by ``save_checkpoint`` (torch's zip format: loaded by torch, weights only; the legacy
+    format with plain values: read without torch). Plain pickles of older versions still load."""
     with path.open("rb") as f:
         head = f.read(2)
-    if head == b"PK":  # torch's zip format
-        import torch
+        if head == b"PK":  # torch's zip format
+            import torch
 
-        return torch.load(path, weights_only=False, map_location="cpu")  # a GPU run resumes or evaluates anywhere
-    with path.open("rb") as f:
-        return pickle.load(f)
+            return torch.load(path, weights_only=True, map_location="cpu")  # a GPU run resumes anywhere
+        f.seek(0)
+        first = _PlainUnpickler(f).load()
+        if first != _TORCH_MAGIC:
+            f.seek(0)
+            return pickle.load(f)  # a checkpoint of an older version (a plain pickle this project wrote)
+        _PlainUnpickler(f).load()
+        _PlainUnpickler(f).load()
+        return _PlainUnpickler(f).load()
+
+
+def checkpoint_info_path(path: Path) -> Path:
+    return path.with_suffix(".json")
+
+
+def checkpoint_ticks(run_dir: Path) -> dict[str, int]:
+    """process file name -> the run's tick at its latest checkpoint (checkpoints without their JSON beside them
+    are loaded to read it)."""
+    out = {}
+    for ckpt in sorted((run_dir / "checkpoints").glob("*.pt")):
+        info = checkpoint_info_path(ckpt)
+        try:
+            out[ckpt.stem] = int(json.loads(info.read_text())["ticks"])
+        except (OSError, ValueError, KeyError):
+            out[ckpt.stem] = int(load_checkpoint(ckpt)["ticks"])
+    return out
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def state_path(run_dir: Path, name: str) -> Path:
+    return run_dir / "logs" / f"{file_name(name)}.state.json"
+
+
+def write_state(run_dir: Path, name: str, phase: str, **fields: Any) -> None:
+    """What this process is doing, for its supervisor: ``phase`` (starting, handshake, running, waiting, stopping)
+    and, while waiting, what for and from whom. Written only when the phase changes or a wait passes half a
+    second, never per tick; a frozen process leaves its last state, which is how a stall is traced to it."""
+    record = {"name": name, "pid": os.getpid(), "phase": phase, "time": round(time.time(), 3), **fields}
+    _write_atomic(state_path(run_dir, name), json.dumps(record))
+
+
+def read_state(run_dir: Path, name: str) -> dict[str, Any] | None:
+    try:
+        return json.loads(state_path(run_dir, name).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_episodes_csv(run_dir: Path) -> Path:
+    """episodes.csv: one row per finished episode per agent (level 0 rows are the env's per-agent returns), from
+    the event logs. Written atomically: the launcher writes it at the end of a run, and when the launcher was
+    killed the processes write it on their way out (the last one out leaves the fullest)."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["name", "level", "env_steps", "episode_return", "episode_length"])
+    for e in read_events(run_dir):
+        if e["type"] != "episodes":
+            continue
+        if e["name"] == "env":
+            for agent, returns in e["returns"].items():
+                for r, n in zip(returns, e["lengths"], strict=True):
+                    w.writerow([f"env:{agent}", 0, e["env_steps"], r, n])
+        else:
+            for r, n in zip(e["returns"], e["lengths"], strict=True):
+                w.writerow([e["name"], e["level"], e["env_steps"], r, n])
+    out = run_dir / "episodes.csv"
+    _write_atomic(out, buf.getvalue())
+    return out

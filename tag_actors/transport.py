@@ -47,6 +47,13 @@ from tag_actors.wire import decode, encode
 log = logging.getLogger(__name__)
 # QUEUE_LIMIT (protocol.py, PROTOCOL.md §15): lockstep never queues more than a few messages; in async mode a
 # parent that thinks for seconds (an LLM) lets its children's UP messages pile up, and catches up on them later.
+PROBE_EVERY_S = 0.25
+"""A ROUTER probes its parent at most this often, however many strangers come and go: a flood of stray
+connections costs the parent a few pings a second, never one per disconnect."""
+WAIT_REPORT_AFTER_S = 0.5
+"""A wait longer than this is reported (``Hub.on_wait``): what a stalled process waits for, and from whom."""
+_HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                     | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
 ZERO_COPY_BYTES = 256 * 1024
 """Messages at least this big are sent zero-copy. Below it a copy is cheaper than pyzmq's zero-copy bookkeeping
 (each zero-copy frame is released through its garbage-collector thread), measured on the per-tick path."""
@@ -61,7 +68,11 @@ class PeerLost(RuntimeError):
 
 
 class LinkTimeout(TimeoutError):
-    """Nothing arrived in time; the message names who was awaited."""
+    """Nothing arrived in time; the message names who was awaited, ``peers`` lists them."""
+
+    def __init__(self, message: str, peers: Iterable[str] = ()):
+        super().__init__(message)
+        self.peers = list(peers)
 
 
 class EndpointInUse(RuntimeError):
@@ -85,8 +96,7 @@ class Link:
 
     def __init__(self, hub: Hub, sock: zmq.Socket, me: str, peer: str, endpoint: str):
         self.hub, self.sock, self.me, self.peer, self.endpoint = hub, sock, me, peer, endpoint
-        self.monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-                                               | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
+        self.monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED | _HANDSHAKE_FAILED)
         self.established = False
         self.agreed: dict[Kind, Agreed] | None = None
         """The per-tick arrays the handshake agreed for what this end receives (PROTOCOL.md §6)."""
@@ -94,6 +104,10 @@ class Link:
         """Optional features both ends announced (PROTOCOL.md §8.5)."""
         self.send_seq = 0
         self.suspect_since: float | None = None
+        self.next_probe_at = 0.0
+        self.failed_handshakes = 0
+        """Connections that failed their ZMTP handshake and have not yet reported their disconnect: that
+        disconnect is theirs, never the peer's."""
         self._identity = peer.encode()
 
     def send(self, msg: Message) -> int:
@@ -173,7 +187,8 @@ class Hub:
     def __init__(self, name: str, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, peer_timeout_s: float = 5.0,
                  security: Security | None = None,
                  on_bad_frame: Callable[[str, str], None] | None = None,
-                 on_received: Callable[[str, int], None] | None = None):
+                 on_received: Callable[[str, int], None] | None = None,
+                 on_wait: Callable[[str | None, list[str]], None] | None = None):
         self.name = name
         self.ctx = zmq.Context()
         self.max_message_bytes = max_message_bytes
@@ -181,12 +196,16 @@ class Hub:
         self.security = security
         self.on_bad_frame = on_bad_frame
         self.on_received = on_received
+        self.on_wait = on_wait
+        """Called with (what, peers) once a wait has lasted ``WAIT_REPORT_AFTER_S``, and with (None, []) when
+        that wait ends: how a process tells its supervisor whom it waits for, at no cost to short waits."""
         self.bad_frames: Counter[tuple[str, str]] = Counter()
         self.links: list[Link] = []
         self._pollers: dict[frozenset[Link], zmq.Poller] = {}
         self._by_socket: dict[zmq.Socket, Link] = {}
         self._auth = None
         self._last_log = 0.0
+        self._reported_wait = False
 
     # --- building ------------------------------------------------------------------------------------------
 
@@ -275,9 +294,16 @@ class Hub:
                         sum(self.bad_frames.values()))
 
     def _on_monitor(self, link: Link) -> None:
-        event = parse_monitor_message(link.monitor.recv_multipart())
-        if event["event"] in (zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL):
-            self.count_bad(f"unknown@{link.me}", "auth", f"a peer failed the CURVE handshake on {link.endpoint}")
+        event = parse_monitor_message(link.monitor.recv_multipart())["event"]
+        if event & _HANDSHAKE_FAILED:
+            link.failed_handshakes += 1
+            if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH and self.security is not None:
+                self.count_bad(f"unknown@{link.me}", "auth", f"a peer failed the CURVE handshake on {link.endpoint}")
+            else:  # garbage on a raw connection, another protocol, or a mechanism this end does not speak
+                self.count_bad(f"unknown@{link.me}", "protocol", "a connection that does not speak ZMTP "
+                               f"(or not with this end's security) failed its handshake on {link.endpoint}")
+        elif link.failed_handshakes:
+            link.failed_handshakes -= 1
         elif link.established:
             link.suspect_since = link.suspect_since or time.monotonic()
 
@@ -285,17 +311,30 @@ class Hub:
         """Raise PeerLost for a link whose peer disconnected and left nothing unread.
 
         A DEALER has exactly one peer, so its disconnect is the child's. A ROUTER may see strangers come and go,
-        so the parent is probed; a disconnect that the probe does not confirm within 0.5 s is forgiven."""
+        so the parent is probed, at most every ``PROBE_EVERY_S``; a disconnect that the probes do not confirm
+        within 0.5 s is forgiven."""
         for link in links:
             if link.suspect_since is None or not link.established:
                 continue
             if link.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                 continue  # read what it sent before it left (a BYE, a last UP)
-            gone = not link.probe() if isinstance(link, ParentLink) else True
+            now = time.monotonic()
+            if isinstance(link, ParentLink):
+                if now < link.next_probe_at:
+                    continue
+                link.next_probe_at = now + PROBE_EVERY_S
+                gone = not link.probe()
+            else:
+                gone = True
             if gone:
                 raise PeerLost(link.peer, f"disconnected from {link.me!r} ({link.endpoint})")
-            if time.monotonic() - link.suspect_since > 0.5:
+            if now - link.suspect_since > 0.5:
                 link.suspect_since = None
+
+    def _probe_due_in(self) -> float | None:
+        """Seconds until a suspected peer is due for its next probe (None: nothing suspected)."""
+        due = [lk.next_probe_at for lk in self.links if lk.suspect_since is not None and lk.established]
+        return max(0.0, min(due) - time.monotonic()) if due else None
 
     def wait(self, links: Iterable[Link], timeout_s: float | None) -> list[Link]:
         """Links among ``links`` with a message pending, waiting up to ``timeout_s`` (None: forever). Returns
@@ -305,8 +344,13 @@ class Hub:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            slice_ms = 200 if remaining is None else int(min(remaining, 0.2) * 1000)
-            events = dict(poller.poll(slice_ms))
+            slice_s = 0.2 if remaining is None else min(remaining, 0.2)
+            probe_in = self._probe_due_in()
+            if probe_in is not None:
+                if probe_in == 0.0:
+                    return []
+                slice_s = min(slice_s, probe_in)
+            events = dict(poller.poll(int(slice_s * 1000)))
             ready, alarm = [], False
             for sock in events:
                 link = self._by_socket[sock]
@@ -315,7 +359,7 @@ class Hub:
                     alarm = True
                 elif link in wanted:
                     ready.append(link)
-            if ready or alarm or any(lk.suspect_since is not None for lk in self.links) or (
+            if ready or alarm or self._probe_due_in() == 0.0 or (
                     deadline is not None and time.monotonic() >= deadline):
                 return ready
 
@@ -377,7 +421,18 @@ class Hub:
         there before polling: on the hot path the message has usually arrived."""
         pending = list(links)
         got: dict[Link, Message] = {}
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        started = time.monotonic()
+        deadline = None if timeout_s is None else started + timeout_s
+        try:
+            return self._recv_from_all(pending, got, kinds, timeout_s, deadline, what, started)
+        finally:
+            if self.on_wait is not None and self._reported_wait:
+                self._reported_wait = False
+                self.on_wait(None, [])
+
+    def _recv_from_all(self, pending: list[Link], got: dict[Link, Message], kinds: tuple[Kind, ...],
+                       timeout_s: float | None, deadline: float | None, what: str,
+                       started: float) -> dict[Link, Message]:
         while True:
             for link in tuple(pending):
                 while self.pending(link):
@@ -397,7 +452,14 @@ class Hub:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 names = ", ".join(sorted(link.peer for link in pending))
-                raise LinkTimeout(f"{self.name!r} waited {timeout_s:.0f}s for {what or 'a message'} from {names}")
+                raise LinkTimeout(f"{self.name!r} waited {timeout_s:.0f}s for {what or 'a message'} from {names}",
+                                  sorted(link.peer for link in pending))
+            if (not self._reported_wait and self.on_wait is not None
+                    and time.monotonic() - started >= WAIT_REPORT_AFTER_S):
+                self._reported_wait = True
+                self.on_wait(what or "a message", sorted(link.peer for link in pending))
+            if self.on_wait is not None and not self._reported_wait:
+                remaining = WAIT_REPORT_AFTER_S if remaining is None else min(remaining, WAIT_REPORT_AFTER_S)
             self.wait(pending, remaining)
 
     def close(self) -> None:

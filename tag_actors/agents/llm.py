@@ -553,7 +553,7 @@ class LLMAgent(Agent):
     def state_dict(self) -> dict[str, Any]:
         return {
             "rng": self.rng.bit_generator.state,
-            "last_action": self._last.copy(),
+            "last_action": self._last.tolist(),  # plain values: loads with weights_only=True
             "cursor": self._cursor,
             "schema_style": self.schema_style if self._style_settled else "",
             "stats": dict(self.stats),

@@ -1,0 +1,340 @@
+"""Supervising the processes of a run: notice the first fault, name the process that caused it, stop the rest.
+
+The launcher wires a run and hands its children to ``Supervisor``. Faults it notices, every 0.1 s:
+
+- a process **exits** with an error or a signal: the cause is the process that crashed, was signalled or killed,
+  not the neighbours that only saw it vanish (they exit with ``PEER_LOST_EXIT`` and name the peer they lost);
+- a process is **stopped** (SIGSTOP, state ``T``): it cannot answer heartbeats, so its neighbours would soon report
+  it lost; it is named at once, as stopped;
+- the run **stalls**: no tick completes for ``run.stall_timeout_s`` while every process is up. Each process keeps
+  ``logs/<name>.state.json`` saying whom it waits for (written when a wait passes half a second, see
+  ``Hub.on_wait``), so the chain env → l1.0 → l2.0 is followed to the process that waits for nobody (busy, or
+  frozen), or to a cycle (a deadlock), and that is named;
+- a handshake **times out**: a process still starting (importing, loading) that others waited for is named as
+  late, not the neighbour whose patience ran out first.
+
+Every report gives the exit code or signal and the last lines of the named process's log (``procs``). Erlang/OTP's
+supervisors are the model: the supervisor alone decides what a fault means; workers only report what they saw.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from tag_actors.procs import describe_exit, log_tail
+from tag_actors.runlog import file_name, read_state
+
+PEER_LOST_EXIT = 3
+"""An actor that exits because a peer vanished: a symptom, not the cause."""
+GRACE_S = 10.0
+"""How long a process may take to checkpoint and exit after SIGTERM before it is killed."""
+STOPPED_AFTER_S = 1.0
+"""A process seen stopped (state T) this long is a fault (a shorter stop may be a debugger stepping)."""
+POLL_S = 0.1
+
+
+class ChildProcess(Protocol):
+    name: str
+    proc: subprocess.Popen
+    log_path: Path
+
+
+def process_state(pid: int) -> str:
+    """The one-letter state of a process in /proc (R, S, D, T, t, Z, ...); '' when it is gone or unknown."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
+def read_failure(run_dir: Path, name: str) -> dict[str, Any] | None:
+    try:
+        return json.loads((run_dir / "logs" / f"{file_name(name)}.failure.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass
+class Blame:
+    """The process named as the cause of a fault, how it failed, and what else the supervisor saw."""
+
+    name: str
+    how: str
+    notes: list[str] = field(default_factory=list)
+
+    def message(self, log_path: Path | None, action: str = "stopping the run") -> str:
+        lines = [f"tag_actors: process {self.name!r} failed ({self.how}); {action}."]
+        lines += [f"  {n}" for n in self.notes]
+        if log_path is not None:
+            lines.append(f"--- last lines of {log_path} ---\n{log_tail(log_path, 25)}\n---")
+        return "\n".join(lines)
+
+
+def _short(returncode: int | None) -> tuple[str, str]:
+    """('killed by SIGKILL', its hint) from ``describe_exit``."""
+    text = describe_exit(returncode)
+    how, _, hint = text.partition(" (")
+    return how, hint.rstrip(")")
+
+
+def blame_exits(run_dir: Path, children: list[ChildProcess], stopped: dict[str, float]) -> Blame:
+    """Name the cause among the processes that exited (or were found stopped).
+
+    Evidence, in order of time: a process's own record (a crash or a signal: written before its sockets close,
+    so before its neighbours notice), a stop seen in /proc, and the records of neighbours naming a peer they
+    lost (the cause for a process killed outright, which leaves no record). Processes whose only record is a
+    lost peer are symptoms. A handshake timeout names the awaited process if it is still starting (late)."""
+    by_name = {c.name: c for c in children}
+    records = {c.name: read_failure(run_dir, c.name) for c in children}
+    causes: dict[str, tuple[float, str]] = {}  # name -> (time of the evidence, how)
+    notes: list[str] = []
+    for c in children:
+        rc, rec = c.proc.returncode, records[c.name]
+        kind = rec["kind"] if rec else None
+        if kind == "crash":
+            causes[c.name] = (rec["time"], f"{_short(rc)[0]}: {rec['message']}" if rc is not None else
+                              rec["message"])
+        elif kind == "signal":
+            causes[c.name] = (rec["time"], f"stopped by {rec.get('signal', 'a signal')}, not sent by the launcher")
+        elif rc is not None and rc != 0 and kind is None:
+            how, hint = _short(rc)
+            causes[c.name] = (float("inf"), how)
+            if hint:
+                notes.append(f"{c.name!r} {how}: {hint}")
+    for name, since in stopped.items():
+        causes[name] = (since, "stopped (SIGSTOP or a debugger: process state T)")
+    lost_at: dict[str, float] = {}
+    for rec in records.values():
+        if rec and rec["kind"] == "peer_lost":
+            peer = rec.get("peer", "")
+            lost_at[peer] = min(lost_at.get(peer, float("inf")), rec["time"])
+    for peer, when in lost_at.items():
+        if peer in causes:
+            causes[peer] = (min(causes[peer][0], when), causes[peer][1])
+        elif peer in by_name and by_name[peer].proc.poll() is None:
+            causes[peer] = (when, "stopped answering its peers (frozen or cut off) while still running")
+    timeouts = {n: r for n, r in records.items() if r and r["kind"] == "timeout"}
+    for name, rec in sorted(timeouts.items(), key=lambda nr: nr[1]["time"]):
+        notes.append(f"{name!r}: {rec['message']}")
+        for peer in rec.get("waited_for", []):
+            state = read_state(run_dir, peer)
+            if peer in by_name and by_name[peer].proc.poll() is None and (
+                    state is None or state.get("phase") in ("starting", "handshake")
+                    or state.get("during") == "handshake"):
+                phase = state.get("during", state["phase"]) if state else "not started"
+                causes.setdefault(peer, (rec["time"], f"late: still in its {phase} phase when {name!r} gave up "
+                                                      "waiting for it (run.startup_timeout_s)"))
+    if causes:
+        name = min(causes, key=lambda n: causes[n][0])
+        return Blame(name, causes[name][1], notes)
+    failed = [c for c in children if c.proc.returncode not in (None, 0)]
+    first = failed[0] if failed else children[0]
+    return Blame(first.name, describe_exit(first.proc.returncode), notes)
+
+
+def wait_chain(run_dir: Path, names: list[str], start: str) -> tuple[list[str], str, list[str]]:
+    """Follow who waits for whom from ``start``: (the chain of names, the one at its end, lines describing each
+    step). The end is a process that waits for nobody, or the first one seen twice (a cycle: a deadlock)."""
+    states = {n: read_state(run_dir, n) for n in names}
+    now = time.time()
+    chain, lines = [start], []
+    current = start
+    while True:
+        st = states.get(current)
+        if st is None:
+            lines.append(f"{current} has written no state (it may never have started)")
+            return chain, current, lines
+        waits = [w for w in st.get("waits_for", []) if w in states] if st["phase"] == "waiting" else []
+        if not waits:
+            lines.append(f"{current} waits for nobody: {st['phase']} at tick {st.get('tick', '?')} "
+                         f"(its last word {now - st['time']:.1f}s ago)")
+            return chain, current, lines
+        lines.append(f"{current} waits for {st['what']} from {', '.join(waits)} since {now - st['since']:.1f}s "
+                     f"(tick {st.get('tick', '?')}, {st.get('during', '')})")
+        nxt = waits[0]
+        if nxt in chain:
+            chain.append(nxt)
+            lines.append(f"deadlock: {' -> '.join(chain)}")
+            return chain, nxt, lines
+        chain.append(nxt)
+        current = nxt
+
+
+@dataclass
+class StallWatch:
+    """No tick for ``timeout_s``: the env's event log (a status record every ``run.log_every_s`` while it ticks)
+    has not grown, and the env is in its tick loop (not starting, not stopping)."""
+
+    run_dir: Path
+    timeout_s: float
+    size: int = -1
+    since: float = field(default_factory=time.monotonic)
+
+    def stalled_for(self) -> float:
+        if self.timeout_s <= 0:
+            return 0.0
+        state = read_state(self.run_dir, "env")
+        try:
+            size = (self.run_dir / "events" / "env.jsonl").stat().st_size
+        except OSError:
+            size = -1
+        now = time.monotonic()
+        ticking = state is not None and (state["phase"] == "running" or state.get("during") == "running")
+        if size != self.size or not ticking:
+            self.size, self.since = size, now
+            return 0.0
+        return now - self.since
+
+
+@dataclass
+class Supervisor:
+    """Watches the children of a run until they all end or a fault is found (then stops them all)."""
+
+    run_dir: Path
+    children: list[Any]
+    stall_timeout_s: float = 0.0
+    on_poll: Callable[[], None] | None = None
+    """Called every poll (the launcher's progress lines)."""
+    on_failure: Callable[[str, str], None] | None = None
+    """Told (name, how) of the fault found (the launcher's run-state metrics)."""
+    on_fault: Callable[[Blame], str] | None = None
+    """Decides what a fault leads to and says it ('stopping the run', 'restarting the run ...')."""
+    stopped_since: dict[str, float] = field(default_factory=dict)
+    blame: Blame | None = None
+    """The fault that ended ``run`` (None: every child finished)."""
+
+    def __post_init__(self) -> None:
+        self.stall = StallWatch(self.run_dir, self.stall_timeout_s)
+
+    def run(self) -> int:
+        """0 when every child finished; 1 after a fault (reported on stderr, every child stopped)."""
+        while True:
+            blame = self.check()
+            if blame is not None:
+                self.blame = blame
+                self.report(blame, self.on_fault(blame) if self.on_fault else "stopping the run")
+                if self.on_failure is not None:
+                    self.on_failure(blame.name, blame.how)
+                terminate(self.children)
+                return 1
+            if all(c.proc.poll() is not None for c in self.children):
+                return 0
+            if self.on_poll:
+                self.on_poll()
+            time.sleep(POLL_S)
+
+    def check(self) -> Blame | None:
+        """A fault seen now, named; None while all is well."""
+        now = time.monotonic()
+        if any(c.proc.poll() not in (None, 0) for c in self.children):
+            self._settle()
+            return blame_exits(self.run_dir, self.children, self._stopped_now())
+        stopped = self._stopped_now()
+        if any(now - since >= STOPPED_AFTER_S for since in self.stopped_since.values()):
+            return blame_exits(self.run_dir, self.children, stopped)
+        stalled = self.stall.stalled_for()
+        if stalled >= self.stall_timeout_s > 0:
+            names = [c.name for c in self.children]
+            _, culprit, lines = wait_chain(self.run_dir, names, "env")
+            state = process_state(next(c.proc.pid for c in self.children if c.name == culprit))
+            frozen = " (process state T: stopped)" if state in ("T", "t") else ""
+            return Blame(culprit, f"stalled: no tick for {stalled:.0f}s (run.stall_timeout_s){frozen}",
+                         ["who waits for whom:", *lines])
+        return None
+
+    def _stopped_now(self) -> dict[str, float]:
+        """Children in state T (stopped), with the wall time they were first seen so."""
+        for c in self.children:
+            stopped = c.proc.poll() is None and process_state(c.proc.pid) in ("T", "t")
+            if stopped:
+                self.stopped_since.setdefault(c.name, time.monotonic())
+            else:
+                self.stopped_since.pop(c.name, None)
+        mono_to_wall = time.time() - time.monotonic()
+        return {n: since + mono_to_wall for n, since in self.stopped_since.items()}
+
+    def _settle(self, timeout_s: float = 2.0) -> None:
+        """After a first exit, give the cause's record a moment to land (a crashed process writes it before it
+        closes its sockets; its neighbours may exit first)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            records = [read_failure(self.run_dir, c.name) for c in self.children]
+            if any(r and r["kind"] in ("crash", "signal") for r in records) or all(
+                    c.proc.poll() is not None for c in self.children):
+                return
+            time.sleep(0.05)
+
+    def report(self, blame: Blame, action: str) -> None:
+        root = next((c for c in self.children if c.name == blame.name), None)
+        print("\n" + blame.message(root.log_path if root else None, action), file=sys.stderr)
+        for c in self.children:
+            if c is not root and c.proc.returncode not in (None, 0):
+                print(f"tag_actors: process {c.name!r} also exited ({describe_exit(c.proc.returncode)}): "
+                      f"{log_tail(c.log_path, 1)}", file=sys.stderr)
+
+
+def terminate(children: list[Any], hurry: Callable[[], bool] = lambda: False) -> None:
+    """SIGTERM every child still running (SIGCONT too, so a stopped one can act on it), then wait up to
+    ``GRACE_S`` for their checkpoints; kill whoever is left, or everyone at once as soon as ``hurry()``."""
+    for c in children:
+        if c.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):  # it has just exited
+                c.proc.send_signal(signal.SIGTERM)
+                os.kill(c.proc.pid, signal.SIGCONT)
+    deadline = time.monotonic() + GRACE_S
+    while any(c.proc.poll() is None for c in children):
+        late = time.monotonic() >= deadline
+        if late or hurry():
+            for c in children:
+                if c.proc.poll() is None:
+                    if late:
+                        print(f"tag_actors: {c.name!r} did not stop within {GRACE_S:.0f}s; killing it",
+                              file=sys.stderr)
+                    with contextlib.suppress(ProcessLookupError):  # it has just exited
+                        c.proc.kill()
+            for c in children:
+                c.proc.wait()
+            return
+        time.sleep(0.05)
+
+
+def restart_policy(cfg: Any, level: int) -> str:
+    """'never' or 'always' for a process of ``level`` (0: the env): lN.restart, else run.restart."""
+    if level >= 1 and cfg.levels[level - 1].restart:
+        return cfg.levels[level - 1].restart
+    return cfg.run.restart
+
+
+@dataclass
+class RestartBudget:
+    """Erlang's restart intensity: at most ``max_restarts`` within ``window_s``; each restart still in the
+    window doubles the wait before the next (from ``backoff_s``, at most 30 s)."""
+
+    max_restarts: int
+    window_s: float
+    backoff_s: float
+    times: list[float] = field(default_factory=list)
+    total: int = 0
+
+    def next_delay(self, now: float | None = None) -> float | None:
+        """Seconds to wait before restarting now; None when the budget is spent."""
+        now = time.monotonic() if now is None else now
+        self.times = [t for t in self.times if now - t < self.window_s]
+        if len(self.times) >= self.max_restarts:
+            return None
+        return min(30.0, self.backoff_s * 2 ** len(self.times)) if self.backoff_s else 0.0
+
+    def spend(self, now: float | None = None) -> int:
+        self.times.append(time.monotonic() if now is None else now)
+        self.total += 1
+        return self.total
