@@ -586,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
     except LinkTimeout as e:
         print(f"tag_actors: {args.name}: {e}", file=sys.stderr)
         waited = sorted({actor.plan.process_of(p) for p in e.peers}) if actor is not None else e.peers
-        write_failure(args.run_dir, args.name, "timeout", str(e), waited_for=waited)
+        write_failure(args.run_dir, args.name, "timeout", f"{type(e).__name__}: {e}", waited_for=waited)
         return 1
     except Exception as e:  # noqa: BLE001 — the launcher shows this traceback with the process name
         traceback.print_exc()

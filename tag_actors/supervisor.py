@@ -137,6 +137,9 @@ def blame_exits(run_dir: Path, children: list[ChildProcess], stopped: dict[str, 
     if causes:
         name = min(causes, key=lambda n: causes[n][0])
         return Blame(name, causes[name][1], notes)
+    if timeouts:  # nobody to call late (an external process, or one that exited): the first to give up
+        name, rec = min(timeouts.items(), key=lambda nr: nr[1]["time"])
+        return Blame(name, f"timed out: {rec['message']}", notes)
     failed = [c for c in children if c.proc.returncode not in (None, 0)]
     first = failed[0] if failed else children[0]
     return Blame(first.name, describe_exit(first.proc.returncode), notes)

@@ -100,6 +100,20 @@ def test_late_child_is_named_late_not_its_neighbour(tmp_path):
     assert blame.name == "l1.1" and blame.how.startswith("late: still in its starting phase"), blame
 
 
+def test_timeout_for_an_outsider_names_the_first_to_give_up_not_a_bystander(tmp_path):
+    """l2.0 timed out waiting for an external l1.0; l1.1 only lost l2.0: l2.0 is named, with its message."""
+    children = [_FakeChild(tmp_path, "l1.1", 3), _FakeChild(tmp_path, "l2.0", 1)]
+    now = time.time()
+    (tmp_path / "logs" / "l2.0.failure.json").write_text(json.dumps(
+        {"name": "l2.0", "kind": "timeout", "time": now, "message": "LinkTimeout: 'l2.0' waited 10s for WELCOME",
+         "waited_for": ["l1.0"]}))
+    (tmp_path / "logs" / "l1.1.failure.json").write_text(json.dumps(
+        {"name": "l1.1", "kind": "peer_lost", "time": now + 0.1, "message": "peer 'l2.0' disconnected",
+         "peer": "l2.0"}))
+    blame = blame_exits(tmp_path, children, {})
+    assert blame.name == "l2.0" and "waited 10s for WELCOME" in blame.how, blame
+
+
 def test_wait_chain_finds_a_deadlock(tmp_path):
     (tmp_path / "logs").mkdir()
     now = time.time()
