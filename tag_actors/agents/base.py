@@ -203,7 +203,8 @@ class Agent(ABC):
         the policy is stochastic. Non-learners have nothing to freeze."""
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume; numpy arrays and plain values (torch agents may hold tensors)."""
+        """Everything needed to resume: tensors and plain values, so that the checkpoint loads with
+        ``torch.load(weights_only=True)`` (numpy arrays do not: store them as lists or tensors)."""
         return {"rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
