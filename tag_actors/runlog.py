@@ -7,6 +7,8 @@ writing.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import io
 import json
 import os
@@ -98,7 +100,8 @@ _TORCH_PROTOCOL = 1001
 def save_checkpoint(path: Path, state: dict[str, Any], ticks: int | None = None) -> None:
     """Write to a temporary file, then rename: a checkpoint is either the old one or the new one, never half.
 
-    Every checkpoint loads with ``torch.load(path, weights_only=True)`` (no pickled code runs on load): a process
+    Every checkpoint loads with ``torch.load(path, weights_only=True)`` (no pickled code runs on load; one holding
+    numpy arrays, as plug-in agents may, needs numpy's array globals allowed: ``load_checkpoint`` does): a process
     that uses torch saves with it; one that does not (the env, random and scripted agents: importing torch costs
     them seconds at exit) writes torch's legacy format by hand, which for plain values is five pickles. ``ticks``
     (the run's clock at this checkpoint) also goes into a small JSON file beside it, which ``--resume`` reads to
@@ -127,11 +130,39 @@ def save_checkpoint(path: Path, state: dict[str, Any], ticks: int | None = None)
         _write_atomic(checkpoint_info_path(path), json.dumps({"ticks": int(ticks), "time": round(time.time(), 3)}))
 
 
+_NUMPY_ARRAY_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+                        ("numpy", "ndarray"), ("numpy", "dtype")}
+
+
+def _numpy_global(module: str, name: str) -> Any | None:
+    """The numpy callables that rebuild an array, a scalar or a dtype of numbers or strings (data, never code);
+    None for anything else. Object arrays are not among them."""
+    if (module, name) == ("_codecs", "encode"):  # how pickle protocol 2 writes bytes (torch allows it too)
+        return importlib.import_module(module).encode
+    allowed = (module, name) in _NUMPY_ARRAY_GLOBALS or (
+        module == "numpy.dtypes" and name.endswith("DType") and name != "ObjectDType")
+    return getattr(importlib.import_module(module), name) if allowed else None
+
+
+def _numpy_safe_globals() -> list[Any]:
+    """The same numpy globals as objects, for ``torch.serialization.safe_globals``."""
+    import numpy as np
+
+    found = [_numpy_global(m, n) for m, n in sorted(_NUMPY_ARRAY_GLOBALS) if importlib.util.find_spec(m.split(".")[0])]
+    dtypes = {type(np.dtype(code)) for code in "?bBhHiIlLqQefdgFDGSU"}
+    return [g for g in found if g is not None] + sorted(dtypes, key=str)
+
+
 class _PlainUnpickler(pickle.Unpickler):
-    """Plain values only: a checkpoint without tensors names no class, so none is ever imported or called."""
+    """Plain values and numpy arrays only: no other class is ever imported or called."""
 
     def find_class(self, module: str, name: str) -> Any:
-        raise pickle.UnpicklingError(f"checkpoint refers to {module}.{name}; only plain values are allowed")
+        found = _numpy_global(module, name)
+        if found is None:
+            raise pickle.UnpicklingError(f"checkpoint refers to {module}.{name}; only tensors, numpy arrays and "
+                                         "plain values are allowed")
+        return found
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -142,7 +173,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         if head == b"PK":  # torch's zip format
             import torch
 
-            return torch.load(path, weights_only=True, map_location="cpu")  # a GPU run resumes anywhere
+            # numpy arrays (a plug-in agent may keep them) are data: allowed, as torch's docs show
+            with torch.serialization.safe_globals(_numpy_safe_globals()):
+                return torch.load(path, weights_only=True, map_location="cpu")  # a GPU run resumes anywhere
         f.seek(0)
         first = _PlainUnpickler(f).load()
         if first != _TORCH_MAGIC:

@@ -351,3 +351,24 @@ def test_restarted_processes_report_their_restarts(launch, tmp_path):
         wait_for(lambda n=name: restarts_served(n) == 1.0, 60, f"{name} serving its restart count")
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=60)
+
+
+def test_checkpoints_hold_numpy_arrays_but_never_code(tmp_path):
+    """Plug-in agents may keep numpy arrays: they round trip; a checkpoint naming any other global (code) is
+    refused on load, in torch's format or the legacy one written without torch."""
+    import pickle
+
+    import numpy as np
+
+    from tag_actors.runlog import _TORCH_MAGIC, load_checkpoint, save_checkpoint
+
+    state = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "ticks": 7, "name": b"x"}
+    save_checkpoint(tmp_path / "a.pt", state, ticks=7)
+    back = load_checkpoint(tmp_path / "a.pt")
+    assert np.array_equal(back["w"], state["w"]) and back["ticks"] == 7 and back["name"] == b"x"
+    with (tmp_path / "evil.pt").open("wb") as f:
+        for record in (_TORCH_MAGIC, 1001, {}):
+            pickle.dump(record, f, protocol=2)
+        f.write(b"cos\nsystem\n(S'true'\ntR.")  # os.system('true') if anything ran it
+    with pytest.raises(pickle.UnpicklingError, match="os.system"):
+        load_checkpoint(tmp_path / "evil.pt")

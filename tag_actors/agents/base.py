@@ -203,8 +203,9 @@ class Agent(ABC):
         the policy is stochastic. Non-learners have nothing to freeze."""
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume: tensors and plain values, so that the checkpoint loads with
-        ``torch.load(weights_only=True)`` (numpy arrays do not: store them as lists or tensors)."""
+        """Everything needed to resume: tensors, numpy arrays and plain values (loaded with
+        ``torch.load(weights_only=True)``; the built-in agents keep to tensors and plain values, so that a plain
+        ``torch.load(path, weights_only=True)`` reads their checkpoints with no globals allowed)."""
         return {"rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
