@@ -88,7 +88,12 @@ trap 'kill -TERM "$PROM" 2>/dev/null; wait "$PROM"; exit 130' INT TERM
 status() { curl -s -o /dev/null -m 2 -w '%{http_code}' "$1" 2>/dev/null || true; }
 for _ in $(seq 1 150); do
     [[ "$(status "$URL/-/ready")" == 200 ]] && break
-    kill -0 "$PROM" 2>/dev/null || { echo "monitor.sh: prometheus exited" >&2; wait "$PROM"; exit 1; }
+    if ! kill -0 "$PROM" 2>/dev/null; then
+        code=0; wait "$PROM" || code=$?
+        how="exit code $code"; (( code > 128 )) && how="killed by signal $(kill -l $((code - 128)))"
+        echo "monitor.sh: prometheus exited before it was ready ($how); its own last words are above" >&2
+        exit 1
+    fi
     sleep 0.2
 done
 
@@ -111,4 +116,9 @@ Prometheus for $WHAT
   Grafana (Docker): docker compose -f monitoring/docker-compose.yml up -d --no-deps grafana  ->  http://127.0.0.1:3000
 Ctrl-C stops Prometheus.
 EOF
-wait "$PROM"
+code=0; wait "$PROM" || code=$?
+if (( code != 0 )); then
+    how="exit code $code"; (( code > 128 )) && how="killed by signal $(kill -l $((code - 128)))"
+    echo "monitor.sh: prometheus stopped ($how); its own last words are above" >&2
+fi
+exit "$code"

@@ -42,6 +42,7 @@ import pytest
 
 from tag_actors.launch import actor_pids
 from tag_actors.metrics import BAD_FRAME_REASONS, file_sd_target, write_file_sd
+from tag_actors.procs import death_report
 
 ROOT = Path(__file__).resolve().parents[1]
 MON = ROOT / "monitoring"
@@ -383,7 +384,7 @@ def start_prometheus(tmp_path: Path, sd_files: list[str]):
     try:
         deadline = time.monotonic() + 20
         while True:
-            assert proc.poll() is None, f"prometheus exited: {log_path.read_text()}"
+            assert proc.poll() is None, death_report("prometheus", proc, log_path)
             try:
                 with urllib.request.urlopen(f"{base}/-/ready", timeout=1) as r:
                     if r.status == 200:
@@ -393,6 +394,7 @@ def start_prometheus(tmp_path: Path, sd_files: list[str]):
             assert time.monotonic() < deadline, "prometheus not ready in 20 s"
             time.sleep(0.2)
         yield base
+        assert proc.poll() is None, f"prometheus died during the test: {death_report('prometheus', proc, log_path)}"
     finally:
         stop_and_prove_gone(proc, port)
 
