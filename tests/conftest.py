@@ -20,6 +20,7 @@ import pytest
 import zmq
 
 from tag_actors.launch import actor_pids
+from tag_actors.runlog import read_events
 from tag_actors.topology import socket_dir_of
 from tag_actors.transport import term_context
 
@@ -134,6 +135,21 @@ def launch():
     yield lc
     lc.close()
     lc.check_clean()
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    """Poll ``predicate`` until it holds; a timeout names what was awaited."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def env_steps(run_dir: Path) -> int:
+    """The env's latest reported env-step count of a running (or finished) run."""
+    return max((e["env_steps"] for e in read_events(run_dir, "env") if e["type"] == "status"), default=0)
 
 
 def descendants_alive(run_dir: Path) -> dict[str, int]:

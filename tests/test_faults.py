@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import zmq
-from conftest import descendants_alive
+from conftest import descendants_alive, env_steps, wait_for
 
 from tag_actors.runlog import read_events, write_state
 from tag_actors.supervisor import blame_exits, wait_chain
@@ -25,19 +25,6 @@ from tag_actors.wire import Kind, Message, decode, encode
 SMALL = ["--set", "env.num_envs=8", "--set", "env.max_steps=20", "--set", "run.metrics=false",
          "--set", "run.log_every_s=0.2"]
 FOREVER = ["--set", "run.total_env_steps=100000000"]
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def env_steps(run_dir: Path) -> int:
-    return max((e["env_steps"] for e in read_events(run_dir, "env") if e["type"] == "status"), default=0)
 
 
 def start_ticking(launch, run_dir: Path, *extra: str) -> subprocess.Popen:

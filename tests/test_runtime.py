@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import descendants_alive
+from conftest import descendants_alive, env_steps, wait_for
 
 from tag_actors.runlog import read_events, steady_tick_split
 
@@ -125,19 +125,6 @@ def test_timescales_hold_instructions(launch, tmp_path):
     d1, d2, d3 = ends["l1.0"]["decisions"], ends["l2.0"]["decisions"], ends["l3.0"]["decisions"]
     assert 0.9 * ends["l1.0"]["ticks"] <= d1 < ends["l1.0"]["ticks"]  # all but the ticks where every copy ended
     assert 0.4 < d2 / d1 < 0.7 and 0.2 < d3 / d1 < 0.45, (d1, d2, d3)
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def env_steps(run_dir: Path) -> int:
-    return max((e["env_steps"] for e in read_events(run_dir, "env") if e["type"] == "status"), default=0)
 
 
 @pytest.mark.parametrize(("sig", "serial"), [(signal.SIGINT, False),
