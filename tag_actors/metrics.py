@@ -116,6 +116,7 @@ from tag_actors.metrics_serving import (
     link_file_sd,
     read_file_sd,
     serve_registry,
+    stop_serving,
     write_file_sd,
 )
 
@@ -139,95 +140,27 @@ __all__ = [
 
 #: round trip of a message, send UP to receive DOWN: 50 us (loopback floor ~120 us) .. 1 s
 ROUNDTRIP_BUCKETS: tuple[float, ...] = (
-    50e-6,
-    100e-6,
-    200e-6,
-    350e-6,
-    500e-6,
-    750e-6,
-    1e-3,
-    2e-3,
-    3.5e-3,
-    5e-3,
-    7.5e-3,
-    0.01,
-    0.02,
-    0.05,
-    0.1,
-    0.2,
-    0.5,
-    1.0,
+    50e-6, 100e-6, 200e-6, 350e-6, 500e-6, 750e-6, 1e-3, 2e-3, 3.5e-3, 5e-3, 7.5e-3, 0.01, 0.02, 0.05, 0.1,
+    0.2, 0.5, 1.0,
 )
 #: decision time of an agent / step time of an env: 100 us .. 10 s (an LLM agent sits at the top end)
 ACT_BUCKETS: tuple[float, ...] = (
-    100e-6,
-    250e-6,
-    500e-6,
-    1e-3,
-    2.5e-3,
-    5e-3,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
+    100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )
 STALENESS_TICK_BUCKETS: tuple[float, ...] = (0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128, 256)
 STALENESS_SECONDS_BUCKETS: tuple[float, ...] = (*ACT_BUCKETS, 30.0)
-REWARD_BUCKETS: tuple[float, ...] = (
-    -1000,
-    -300,
-    -100,
-    -30,
-    -10,
-    -3,
-    -1,
-    0,
-    1,
-    3,
-    10,
-    30,
-    100,
-    300,
-    1000,
-)
+REWARD_BUCKETS: tuple[float, ...] = (-1000, -300, -100, -30, -10, -3, -1, 0, 1, 3, 10, 30, 100, 300, 1000)
 LENGTH_BUCKETS: tuple[float, ...] = (1, 10, 25, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 UPDATE_BUCKETS: tuple[float, ...] = (
-    1e-3,
-    5e-3,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-    120.0,
+    1e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 )
 LLM_BUCKETS: tuple[float, ...] = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 #: learner statistics exported as their own gauge ``tag_learner_<key>``; other keys of :meth:`learner`'s dict go to
 #: ``tag_learner_stat{stat=key}``; ``update_seconds`` feeds the ``tag_update_duration_seconds`` histogram instead.
 LEARNER_STATS: tuple[str, ...] = (
-    "policy_loss",
-    "value_loss",
-    "entropy",
-    "approx_kl",
-    "clip_fraction",
-    "explained_variance",
-    "grad_norm",
-    "lr",
-    "loss",
+    "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "explained_variance", "grad_norm",
+    "lr", "loss",
 )
 
 #: other names learners use for a statistic of LEARNER_STATS (PPO reports CleanRL's ``clipfrac``): reported as the
@@ -240,23 +173,8 @@ _CONST_LABELS = ("run", "config", "level", "agent", "host")
 #: ``batch`` and ``meta`` break the handshake's agreement, ``tick`` is a DOWN for another tick), plus ``sender``
 #: (signed by someone else), ``unexpected`` (a kind not awaited now) and ``other`` (any reason not listed here)
 BAD_FRAME_REASONS: tuple[str, ...] = (
-    "empty",
-    "oversized",
-    "header",
-    "kind",
-    "version",
-    "frames",
-    "array",
-    "dtype",
-    "truncated",
-    "content",
-    "shape",
-    "batch",
-    "meta",
-    "tick",
-    "sender",
-    "unexpected",
-    "other",
+    "empty", "oversized", "header", "kind", "version", "frames", "array", "dtype", "truncated", "content",
+    "shape", "batch", "meta", "tick", "sender", "unexpected", "other",
 )
 #: why a frame from a stranger (an identity other than the configured peer) was dropped: ``protocol`` is a
 #: connection that failed its ZMTP handshake (garbage on a raw TCP socket), ``auth`` one that failed CURVE
@@ -544,12 +462,8 @@ class ProcessMetrics:
     def close(self) -> None:
         """Stop the HTTP server (if any). Safe to call twice."""
         httpd, self._httpd = self._httpd, None
-        if httpd is not None:
-            httpd.shutdown()
-            httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        thread, self._thread = self._thread, None
+        stop_serving(httpd, thread)
 
     @property
     def url(self) -> str | None:

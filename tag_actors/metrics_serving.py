@@ -116,6 +116,15 @@ def serve_registry(
     return httpd, thread, int(httpd.server_address[1])
 
 
+def stop_serving(httpd: Any, thread: threading.Thread | None) -> None:
+    """Stop a server from ``serve_registry`` and wait for its thread (both may be None: never served)."""
+    if httpd is not None:
+        httpd.shutdown()
+        httpd.server_close()
+    if thread is not None:
+        thread.join(timeout=5)
+
+
 # ---------------------------------------------------------------------- file_sd
 def file_sd_target(
     addr: str,

@@ -41,7 +41,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 
 from tag_actors.metrics import unknown_link
-from tag_actors.metrics_serving import ScrapeClock, read_file_sd, serve_registry, write_file_sd
+from tag_actors.metrics_serving import ScrapeClock, read_file_sd, serve_registry, stop_serving, write_file_sd
 
 STATES = ("running", "finished", "failed", "stopped")
 _STAMP = "%Y%m%d-%H%M%S"
@@ -127,9 +127,7 @@ class RunMetrics:
     def close(self) -> None:
         httpd, self._httpd = self._httpd, None
         if httpd is not None:
-            httpd.shutdown()
-            httpd.server_close()
-            self._thread.join(timeout=5)
+            stop_serving(httpd, self._thread)
 
     # ------------------------------------------------------------------ state
     def failed(self, process: str, how: str) -> None:
