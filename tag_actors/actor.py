@@ -35,6 +35,7 @@ import numpy as np
 from tag_actors import config as config_mod
 from tag_actors import protocol
 from tag_actors.agents import agent_class
+from tag_actors.hosts import CURVE_FIX, CurveRefused, alert, fingerprints, where
 from tag_actors.node import AgentNode, Report
 from tag_actors.protocol import (
     HandshakeError,
@@ -228,11 +229,16 @@ class Actor:
             from tag_actors.keys import security_for
 
             security = security_for(self.cfg, self.plan, wiring["host"], Path(wiring.get("cwd", ".")))
+        self.host = wiring.get("host", "local")
+        self.fp = fingerprints(self.cfg, security.allowed_clients if security else [])
+        """What the handshake compares with every peer (PROTOCOL.md §8.6): hosts with other configs or keys."""
+        self.refusals: dict[str, int] = {}
+        """Failed CURVE handshakes by link (this process's name on it), while its handshake lasts."""
         self.hub = Hub(name, max_message_bytes=run.max_message_bytes, peer_timeout_s=run.peer_timeout_s,
                        security=security,
                        on_bad_frame=self._on_bad_frame,
                        on_received=self.metrics.frame_received if self.metrics else None,
-                       on_wait=self._on_wait)
+                       on_wait=self._on_wait, on_refused=self._on_refused)
         self.clock = 0
         """The run's tick this process is at (for its state file)."""
         self.phase = "handshake"
@@ -251,6 +257,27 @@ class Actor:
                         waits_for=sorted({self.plan.process_of(p) for p in peers}), peers=peers,
                         since=round(time.time() - 0.5, 3))
 
+    def _on_refused(self, link: Link, kind: str) -> None:
+        """A CURVE handshake failed on ``link``. The end that dials (a parent) fails at once: its peer is the
+        one process at that address. The end that listens (a child) tells its launcher at once and keeps
+        waiting: anyone may connect to it, and a stranger with a wrong key must not stop a run."""
+        if link.established:
+            return
+        count = self.refusals[link.me] = self.refusals.get(link.me, 0) + 1
+        peer = where(self.cfg, self.plan, self.plan.process_of(link.peer), self.name)
+        if isinstance(link, ChildLink):
+            if kind == "auth":
+                raise CurveRefused(f"{peer} refused the CURVE key of host {self.host!r}: {CURVE_FIX}")
+            if count >= 2:  # one closed handshake may be the network; two in a row are the keys
+                raise CurveRefused(f"the CURVE handshake with {peer} failed {count} times (it closed the "
+                                   f"connection: it could not open what {self.name!r} encrypted to the public key "
+                                   f"this host holds for it): {CURVE_FIX}")
+        elif count == 1:
+            how = ("presented a CURVE key that is not among the run's public keys here" if kind == "auth" else
+                   f"encrypted to another public key than host {self.host!r}'s own")
+            alert(self.run_dir, self.name, f"a peer dialling {link.endpoint} (its parent {peer}?) {how}: "
+                  f"{CURVE_FIX}")
+
     def _on_bad_frame(self, peer: str, reason: str) -> None:
         if self.metrics:
             self.metrics.bad_frame(peer, reason)
@@ -267,9 +294,14 @@ class Actor:
         start-up timeout. A refused peer hears the reason at connect time, never a silence; a missing parent
         does not hold up the others' handshakes. ``offers``: (link, message space, instruction space, info)."""
         timeout = self.cfg.run.startup_timeout_s
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = started + timeout
         pending = {link: offer for link, *offer in offers}
+        reported = False
         while pending:
+            if not reported and time.monotonic() - started >= 0.5:  # for the supervisor: whom this waits for
+                reported = True
+                self._on_wait("HELLO", sorted(link.peer for link in pending))
             for link in list(pending):
                 while link in pending and self.hub.pending(link):
                     if self._answer_hello(link, *pending[link]):
@@ -277,8 +309,11 @@ class Actor:
             remaining = deadline - time.monotonic()
             if pending and remaining <= 0:
                 names = ", ".join(f"{link.peer!r} (to {link.me!r})" for link in pending)
-                raise LinkTimeout(f"{self.name!r} waited {timeout:.0f}s for an acceptable HELLO from {names}",
-                                  [link.peer for link in pending])
+                refused = sum(self.refusals.get(link.me, 0) for link in pending)
+                hint = (f"; meanwhile {refused} CURVE handshake(s) on its address failed: {CURVE_FIX}"
+                        if refused else "")
+                raise LinkTimeout(f"{self.name!r} waited {timeout:.0f}s for an acceptable HELLO from {names}"
+                                  f"{hint}", [link.peer for link in pending])
             if pending:
                 self.hub.wait(list(pending), min(remaining, 1.0))
 
@@ -292,7 +327,7 @@ class Actor:
             if msg is None or msg.kind != Kind.HELLO:
                 return False
             hello = Hello.from_message(msg)
-            check_hello(hello, me, num_envs, instruction, period, mode)
+            check_hello(hello, me, num_envs, instruction, period, mode, self.fp)
         except VersionMismatch as e:
             log.error("rejected the HELLO of %r: %s", link.peer, e)
             link.send(protocol.reject_message(me, e, version=e.version))
@@ -301,7 +336,7 @@ class Actor:
             log.error("rejected the HELLO of %r: %s", link.peer, e)
             link.send(protocol.reject_message(me, e))
             return False
-        welcome = Welcome(me, num_envs, message_space, instruction, info)
+        welcome = Welcome(me, num_envs, message_space, instruction, info, fp=self.fp)
         link.send(welcome.to_message())
         link.agreed = {Kind.DOWN: protocol.down_arrays(instruction, num_envs)}
         link.caps = protocol.agreed_caps(hello, welcome)
@@ -328,7 +363,7 @@ class Actor:
                 raise HandshakeError(f"child {link.peer!r} rejected {self.name!r}: {msg.meta.get('reason')}")
             try:
                 welcome = Welcome.from_message(msg)
-                check_welcome(welcome, self.name, link.peer, self.cfg.env.num_envs, sends)
+                check_welcome(welcome, self.name, link.peer, self.cfg.env.num_envs, sends, self.fp)
             except HandshakeError as e:
                 link.send(protocol.reject_message(self.name, e))
                 raise
@@ -426,7 +461,7 @@ class AgentActor(Actor):
         parent_link = self.hub.serve_parent(self.plan.endpoints[self.name], parent) if parent else None
         children = [self.hub.connect_child(self.plan.endpoints[c], c) for c in spec.children]
         sends = cfg.instruction_space(spec.level) if spec.level >= 2 else None
-        hello = Hello(self.name, "", cfg.env.num_envs, sends, spec.period, cfg.level_mode(spec.level))
+        hello = Hello(self.name, "", cfg.env.num_envs, sends, spec.period, cfg.level_mode(spec.level), fp=self.fp)
         welcomes = self.greet_children(children, hello, sends)
         instruction = cfg.instruction_space(spec.level + 1) if parent else None
         node = AgentNode(spec, cfg.env.num_envs, [w.message_space.flat_dim for w in welcomes],

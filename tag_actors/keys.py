@@ -29,8 +29,13 @@ def security_for(cfg: Config, plan: Plan, host: str, base: Path) -> Security:
     def load(name: str, secret: bool) -> tuple[bytes, bytes | None]:
         path = keys_dir / f"{name}.key{'_secret' if secret else ''}"
         if not path.exists():
-            raise ConfigError(f"{cfg.source}: placement.curve needs {path} (make keys with: python -m "
-                              f"tag_actors.keys {keys_dir} {' '.join(cfg.placement.hosts)})")
+            what = f"this host's secret key ({name!r})" if secret else f"the public key of host {name!r}"
+            raise ConfigError(
+                f"{cfg.source}: placement.curve needs {path}, {what}. Keys are made once, on one host "
+                f"(python -m tag_actors.keys {cfg.placement.keys_dir} {' '.join(cfg.placement.hosts)}), then "
+                f"copied: every *.key to every host, each NAME.key_secret only to host NAME, into "
+                f"placement.keys_dir ({keys_dir}). Do not make keys again on this host alone: the other hosts "
+                "would not know them, and every CURVE handshake between them would fail")
         return zmq.auth.load_certificate(str(path))
 
     public, secret = load(host, secret=True)

@@ -8,6 +8,7 @@ event logs, and stops everyone cleanly on Ctrl-C, SIGTERM, or the first crash (n
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import signal
@@ -24,6 +25,7 @@ from tag_actors import config as config_mod
 from tag_actors.config_files import find_config
 from tag_actors.end_of_run import RunEnd, check_loggers
 from tag_actors.external import external_instructions, missing_externals
+from tag_actors.hosts import HandshakeWatch, remote_places
 from tag_actors.progress import RunWatcher
 from tag_actors.runlog import checkpoint_ticks, file_name, read_events, write_episodes_csv
 from tag_actors.supervisor import Blame, RestartBudget, Supervisor, restart_policy, terminate
@@ -42,6 +44,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--serial", action="store_true", help="run the whole hierarchy in this process (debugging)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or lines (the summary still prints)")
     p.add_argument("--host", help="start only the processes that placement puts on this host")
+    p.add_argument("--check", action="store_true",
+                   help="with --host: check in seconds that every link to another host connects, the CURVE keys "
+                        "match and the configs agree (run it on every host), then exit")
     p.add_argument("--schema", action="store_true",
                    help="print the JSON Schema of a config file (every agent type's params) and exit")
     return p.parse_args(argv)
@@ -61,10 +66,18 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
 
 
 def check_port_free(port: int, host: str, what: str) -> None:
+    """Refuse a port another process listens on, as the bind of the run would. With SO_REUSEADDR, as ZeroMQ
+    binds: a port a finished run left in TIME_WAIT is free to reuse at once, not 'in use'."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError as e:
+            if e.errno == errno.EADDRNOTAVAIL:
+                raise config_mod.ConfigError(
+                    f"{what}: cannot assign address {host}: not an address of this host (is placement.hosts "
+                    f"right for this host? `ip addr` lists its addresses; fix it in the config or with "
+                    f"--set placement.hosts.NAME=ADDR)") from None
             raise config_mod.ConfigError(f"{what}: port {port} on {host} is in use ({e.strerror})") from None
 
 
@@ -196,12 +209,21 @@ def actor_pids(run_dir: Path) -> dict[str, int]:
 
 def supervise(run_dir: Path, children: list[Child], watcher: RunWatcher | None, stall_timeout_s: float,
               on_failure: Callable[[str, str], None] | None = None,
-              on_fault: Callable[[Blame], str] | None = None) -> Supervisor:
+              on_fault: Callable[[Blame], str] | None = None, hosts: HandshakeWatch | None = None) -> Supervisor:
     """Wait for every child (showing progress and feeding the loggers through ``watcher``); on the first fault
     name its cause (to ``on_failure(name, how)`` too) and stop the others, or restart them (``on_fault``
-    decides; see ``supervisor``)."""
-    supervisor = Supervisor(run_dir, children, stall_timeout_s, on_poll=watcher.tick if watcher else None,
-                            on_failure=on_failure, on_fault=on_fault)
+    decides; see ``supervisor``). ``hosts``: on a run over hosts, say whom the handshakes wait for where, and
+    name a process of another host with its host."""
+
+    def poll() -> None:
+        if watcher is not None:
+            watcher.tick()
+        if hosts is not None:
+            hosts.poll()
+
+    supervisor = Supervisor(run_dir, children, stall_timeout_s, on_poll=poll, on_failure=on_failure,
+                            on_fault=on_fault,
+                            remote=remote_places(hosts.cfg, hosts.plan, hosts.mine) if hosts else {})
     supervisor.run()
     return supervisor
 
@@ -271,6 +293,10 @@ def main(argv: list[str] | None = None) -> int:
         check_loggers(cfg)
         if args.serial:
             return _main_serial(cfg, run_dir, bool(args.resume), args.quiet)
+        if args.check:
+            from tag_actors.preflight import preflight
+
+            return preflight(cfg, args.host)
         wiring = prepare_run(cfg, run_dir, resume=bool(args.resume), host=args.host)
     except config_mod.ConfigError as e:
         print(f"tag_actors: config error: {e}", file=sys.stderr)
@@ -318,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         while True:
             children = start_children(run_dir, [n for n in names if n not in external])
             supervisor = supervise(run_dir, children, end.watcher, cfg.run.stall_timeout_s,
-                                   run_state.failed if run_state else None, on_fault)
+                                   run_state.failed if run_state else None, on_fault, host_watch(cfg, wiring, run_dir))
             code = 1 if supervisor.blame else 0
             if supervisor.blame is None or delay[0] is None:
                 break
@@ -345,6 +371,15 @@ def main(argv: list[str] | None = None) -> int:
             run_metrics.finish(run_state, code, run_dir / "prometheus_targets.json", Path(link) if link else None)
     end.finish(code, write_summary(run_dir))
     return code
+
+
+def host_watch(cfg: config_mod.Config, wiring: dict[str, Any], run_dir: Path) -> HandshakeWatch | None:
+    """On a run over hosts: the launcher's view of the other hosts (see ``hosts.HandshakeWatch``)."""
+    if not cfg.multi_host:
+        return None
+    plan = build_plan(cfg)
+    plan.endpoints = wiring["endpoints"]
+    return HandshakeWatch(run_dir, cfg, plan, wiring["processes"])
 
 
 def run_ended(run_dir: Path, cfg: config_mod.Config) -> bool:

@@ -54,19 +54,36 @@ class Progress:
     rate: float = 0.0
     returns: dict[int, deque] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
+    env_here: bool = False
+    """Whether the env's own status records reach this launcher; on a host without the env (``--host``) the
+    count comes from the env steps the agents' records carry (every UP carries the env's count)."""
+    _relayed: tuple[float, int] | None = None
 
     def take(self, events: list[dict[str, Any]]) -> None:
         for e in events:
             if e["name"] == ENV and e["type"] == "status":
+                self.env_here = True
                 if e["env_steps"] != self.env_steps:  # the status written at close repeats the count, rate 0
                     self.env_steps, self.rate = e["env_steps"], e["env_steps_per_s"]
-            elif e["type"] == "episodes":
+                continue
+            if not self.env_here and e.get("env_steps", 0) > self.env_steps:
+                self._relay(e["env_steps"])
+            if e["type"] == "episodes":
                 if e["name"] == ENV:  # the env's per-agent return, averaged over its agents
                     per_agent = list(e["returns"].values())
                     returns = [sum(col) / len(col) for col in zip(*per_agent, strict=True)]
                     self.returns.setdefault(0, deque(maxlen=200)).extend(returns)
                 else:
                     self.returns.setdefault(e["level"], deque(maxlen=200)).extend(e["returns"])
+
+    def _relay(self, env_steps: int) -> None:
+        """The env's count as an agent on this host last saw it; the rate since the first such count."""
+        now = time.monotonic()
+        if self._relayed is None:
+            self._relayed = (now, env_steps)
+        elif now - self._relayed[0] >= 1.0:
+            self.rate = (env_steps - self._relayed[1]) / (now - self._relayed[0])
+        self.env_steps = env_steps
 
     def fields(self) -> str:
         parts = [f"env steps {self.env_steps:,}/{self.total_env_steps:,} ({self.rate:,.0f}/s)"]

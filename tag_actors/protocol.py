@@ -26,6 +26,7 @@ SUPPORTED_VERSIONS = (2,)
 
 CAPABILITIES: dict[str, str] = {
     "ts": "DOWN metadata carries 'ts', the parent's wall-clock send time (the child measures staleness)",
+    "fp": "HELLO/WELCOME carry 'fp', fingerprints of the run's config and keys; a difference is refused",
 }
 """Optional features (§8.5): each side announces what it supports; a feature is used on a link only if both do."""
 
@@ -289,11 +290,15 @@ class Hello:
     mode: str = "lockstep"
     caps: list[str] = field(default_factory=lambda: sorted(CAPABILITIES))
     schema: str = SCHEMA_HASH
+    fp: dict[str, str] | None = None
+    """§8.6: fingerprints of the parent's config and keys (sent only with capability 'fp')."""
 
     def to_message(self) -> Message:
         meta = {"schema": self.schema, "caps": list(self.caps), "child": self.child, "num_envs": self.num_envs,
                 "instruction_space": self.instruction_space.to_dict() if self.instruction_space else None,
                 "period": self.period, "mode": self.mode}
+        if self.fp is not None and "fp" in self.caps:
+            meta["fp"] = dict(self.fp)
         return Message(Kind.HELLO, self.parent, batch=self.num_envs, meta=meta)
 
     @classmethod
@@ -311,7 +316,7 @@ class Hello:
             raise HandshakeError(f"HELLO from {msg.sender!r}: mode must be one of {MODES}, got {mode!r}", "mode")
         return cls(msg.sender, child, num_envs,
                    _space(msg, "instruction_space") if space is not None else None,
-                   period, mode, _caps(msg), str(m["schema"]))
+                   period, mode, _caps(msg), str(m["schema"]), _fp(msg))
 
 
 @dataclass
@@ -326,11 +331,15 @@ class Welcome:
     info: dict[str, Any] = field(default_factory=dict)
     caps: list[str] = field(default_factory=lambda: sorted(CAPABILITIES))
     schema: str = SCHEMA_HASH
+    fp: dict[str, str] | None = None
+    """§8.6: fingerprints of the child's config and keys (sent only with capability 'fp')."""
 
     def to_message(self) -> Message:
         meta = {"schema": self.schema, "caps": list(self.caps), "num_envs": self.num_envs,
                 "message_space": self.message_space.to_dict(),
                 "instruction_space": self.instruction_space.to_dict(), "info": self.info}
+        if self.fp is not None and "fp" in self.caps:
+            meta["fp"] = dict(self.fp)
         return Message(Kind.WELCOME, self.child, batch=self.num_envs, meta=meta)
 
     @classmethod
@@ -343,7 +352,7 @@ class Welcome:
         if not isinstance(message_space, Box):
             raise HandshakeError(f"WELCOME from {msg.sender!r}: message_space must be a box", "message_space")
         return cls(msg.sender, m["num_envs"], message_space, _space(msg, "instruction_space"), dict(m["info"]),
-                   _caps(msg), str(m["schema"]))
+                   _caps(msg), str(m["schema"]), _fp(msg))
 
 
 def reject_message(sender: str, error: HandshakeError | str, field_name: str = "",
@@ -384,6 +393,33 @@ def _caps(msg: Message) -> list[str]:
     return caps
 
 
+def _fp(msg: Message) -> dict[str, str] | None:
+    """§8.6: the optional fingerprints, a map of str to str (absent: None, nothing to compare)."""
+    fp = msg.meta.get("fp")
+    if fp is None:
+        return None
+    if not isinstance(fp, dict) or not all(type(k) is str and type(v) is str for k, v in fp.items()):
+        raise HandshakeError(f"{msg.kind.name} from {msg.sender!r}: fp must be a map of names to fingerprints", "fp")
+    return fp
+
+
+FP_MEANING = {"config": "config (start every host with the same config file and --set options; compare "
+                        "config.json in the hosts' run folders)",
+              "keys": "CURVE public keys (make keys once, on one host, and copy every *.key to every host)"}
+
+
+def check_fp(theirs: dict[str, str] | None, mine: dict[str, str] | None, kind: str, peer: str, me: str) -> None:
+    """§8.6: refuse a peer whose config or key fingerprint differs from this end's (either side lacking 'fp':
+    nothing to compare, accepted)."""
+    if theirs is None or mine is None:
+        return
+    for key in sorted(set(theirs) & set(mine)):
+        if theirs[key] != mine[key]:
+            raise HandshakeError(f"{kind} from {peer!r} has {key} fingerprint {theirs[key]!r}, {me!r} has "
+                                 f"{mine[key]!r}: the two ends run with different "
+                                 f"{FP_MEANING.get(key, key)} (see PROTOCOL.md §8.6)", "fp")
+
+
 def _check_schema(schema: str, kind: str, peer: str, me: str) -> None:
     if schema != SCHEMA_HASH:
         raise HandshakeError(f"message schema differs: {kind} from {peer!r} has schema hash {schema!r}, {me!r} "
@@ -392,10 +428,11 @@ def _check_schema(schema: str, kind: str, peer: str, me: str) -> None:
 
 
 def check_hello(hello: Hello, me: str, num_envs: int, expected_instruction: Space, period: int | None = None,
-                mode: str | None = None) -> None:
+                mode: str | None = None, fp: dict[str, str] | None = None) -> None:
     """§8.2, run on the child: the parent's HELLO must match what this child serves. ``period``/``mode``: what
-    the child's own configuration expects (None: take the parent's word)."""
+    the child's own configuration expects (None: take the parent's word); ``fp``: its fingerprints (§8.6)."""
     _check_schema(hello.schema, "HELLO", hello.parent, me)
+    check_fp(hello.fp, fp, "HELLO", hello.parent, me)
     if hello.child != me:
         raise HandshakeError(f"{hello.parent!r} asked for child {hello.child!r} but reached {me!r}", "child")
     if hello.num_envs != num_envs:
@@ -414,9 +451,11 @@ def check_hello(hello: Hello, me: str, num_envs: int, expected_instruction: Spac
                              "mode")
 
 
-def check_welcome(welcome: Welcome, me: str, child: str, num_envs: int, instruction: Space | None) -> None:
+def check_welcome(welcome: Welcome, me: str, child: str, num_envs: int, instruction: Space | None,
+                  fp: dict[str, str] | None = None) -> None:
     """§8.2, run on the parent: the child's WELCOME must match what this parent will send."""
     _check_schema(welcome.schema, "WELCOME", child, me)
+    check_fp(welcome.fp, fp, "WELCOME", child, me)
     if welcome.child != child:
         raise HandshakeError(f"{me!r} expected child {child!r} but {welcome.child!r} answered", "child")
     if welcome.num_envs != num_envs:

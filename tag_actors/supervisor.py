@@ -87,13 +87,17 @@ def _short(returncode: int | None) -> tuple[str, str]:
     return how, hint.rstrip(")")
 
 
-def blame_exits(run_dir: Path, children: list[ChildProcess], stopped: dict[str, float]) -> Blame:
+def blame_exits(run_dir: Path, children: list[ChildProcess], stopped: dict[str, float],
+                remote: dict[str, str] | None = None) -> Blame:
     """Name the cause among the processes that exited (or were found stopped).
 
     Evidence, in order of time: a process's own record (a crash or a signal: written before its sockets close,
     so before its neighbours notice), a stop seen in /proc, and the records of neighbours naming a peer they
     lost (the cause for a process killed outright, which leaves no record). Processes whose only record is a
-    lost peer are symptoms. A handshake timeout names the awaited process if it is still starting (late)."""
+    lost peer are symptoms. A handshake timeout names the awaited process if it is still starting (late).
+    ``remote``: process -> 'on host NAME (ADDRESS)' for the processes other hosts run (``--host``): a lost or
+    silent one of those is named with its host, not a neighbour here."""
+    remote = remote or {}
     by_name = {c.name: c for c in children}
     records = {c.name: read_failure(run_dir, c.name) for c in children}
     causes: dict[str, tuple[float, str]] = {}  # name -> (time of the evidence, how)
@@ -123,10 +127,17 @@ def blame_exits(run_dir: Path, children: list[ChildProcess], stopped: dict[str, 
             causes[peer] = (min(causes[peer][0], when), causes[peer][1])
         elif peer in by_name and by_name[peer].proc.poll() is None:
             causes[peer] = (when, "stopped answering its peers (frozen or cut off) while still running")
+        elif peer in remote:
+            causes[peer] = (when, f"lost {remote[peer]}: that host, its launcher or the network to it went away")
     timeouts = {n: r for n, r in records.items() if r and r["kind"] == "timeout"}
     for name, rec in sorted(timeouts.items(), key=lambda nr: nr[1]["time"]):
         notes.append(f"{name!r}: {rec['message']}")
         for peer in rec.get("waited_for", []):
+            if peer in remote:
+                causes.setdefault(peer, (rec["time"], f"never answered {remote[peer]} within "
+                                                      "run.startup_timeout_s: is its launcher started there "
+                                                      "(--host), and can this host reach that address?"))
+                continue
             state = read_state(run_dir, peer)
             if peer in by_name and by_name[peer].proc.poll() is None and (
                     state is None or state.get("phase") in ("starting", "handshake")
@@ -212,6 +223,8 @@ class Supervisor:
     """Told (name, how) of the fault found (the launcher's run-state metrics)."""
     on_fault: Callable[[Blame], str] | None = None
     """Decides what a fault leads to and says it ('stopping the run', 'restarting the run ...')."""
+    remote: dict[str, str] = field(default_factory=dict)
+    """The processes other hosts run, with their host (see ``blame_exits``)."""
     stopped_since: dict[str, float] = field(default_factory=dict)
     blame: Blame | None = None
     """The fault that ended ``run`` (None: every child finished)."""
@@ -241,10 +254,10 @@ class Supervisor:
         now = time.monotonic()
         if any(c.proc.poll() not in (None, 0) for c in self.children):
             self._settle()
-            return blame_exits(self.run_dir, self.children, self._stopped_now())
+            return blame_exits(self.run_dir, self.children, self._stopped_now(), self.remote)
         stopped = self._stopped_now()
         if any(now - since >= STOPPED_AFTER_S for since in self.stopped_since.values()):
-            return blame_exits(self.run_dir, self.children, stopped)
+            return blame_exits(self.run_dir, self.children, stopped, self.remote)
         stalled = self.stall.stalled_for()
         if stalled >= self.stall_timeout_s > 0:
             names = [c.name for c in self.children]

@@ -54,6 +54,8 @@ WAIT_REPORT_AFTER_S = 0.5
 """A wait longer than this is reported (``Hub.on_wait``): what a stalled process waits for, and from whom."""
 _HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                      | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+_CRYPTOGRAPHIC = getattr(zmq, "PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC", 0x11000001)
+"""The value of a HANDSHAKE_FAILED_PROTOCOL event whose CURVE box did not open (the client used another key)."""
 ZERO_COPY_BYTES = 256 * 1024
 """Messages at least this big are sent zero-copy. Below it a copy is cheaper than pyzmq's zero-copy bookkeeping
 (each zero-copy frame is released through its garbage-collector thread), measured on the per-tick path."""
@@ -188,7 +190,8 @@ class Hub:
                  security: Security | None = None,
                  on_bad_frame: Callable[[str, str], None] | None = None,
                  on_received: Callable[[str, int], None] | None = None,
-                 on_wait: Callable[[str | None, list[str]], None] | None = None):
+                 on_wait: Callable[[str | None, list[str]], None] | None = None,
+                 on_refused: Callable[[Link, str], None] | None = None):
         self.name = name
         self.ctx = zmq.Context()
         self.max_message_bytes = max_message_bytes
@@ -199,6 +202,10 @@ class Hub:
         self.on_wait = on_wait
         """Called with (what, peers) once a wait has lasted ``WAIT_REPORT_AFTER_S``, and with (None, []) when
         that wait ends: how a process tells its supervisor whom it waits for, at no cost to short waits."""
+        self.on_refused = on_refused
+        """Called with (link, 'auth' | 'crypto' | 'closed') when a connection of ``link`` fails its CURVE
+        handshake: 'auth' the server refused the client's key, 'crypto' the client encrypted to another server
+        key, 'closed' (client side) the server closed the connection during the handshake. May raise."""
         self.bad_frames: Counter[tuple[str, str]] = Counter()
         self.links: list[Link] = []
         self._pollers: dict[frozenset[Link], zmq.Poller] = {}
@@ -294,7 +301,14 @@ class Hub:
                         sum(self.bad_frames.values()))
 
     def _on_monitor(self, link: Link) -> None:
-        event = parse_monitor_message(link.monitor.recv_multipart())["event"]
+        parsed = parse_monitor_message(link.monitor.recv_multipart())
+        event = parsed["event"]
+        if event & _HANDSHAKE_FAILED and self.security is not None and self.on_refused is not None:
+            crypto = event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and parsed["value"] == _CRYPTOGRAPHIC
+            kind = ("auth" if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH else "crypto" if crypto
+                    else "closed" if event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL else "")
+            if kind:
+                self.on_refused(link, kind)
         if event & _HANDSHAKE_FAILED:
             link.failed_handshakes += 1
             if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH and self.security is not None:
@@ -500,8 +514,16 @@ class _AllowList:
 
 def generate_keys(directory: Path, name: str) -> tuple[bytes, bytes]:
     """Write ``name.key`` (public) and ``name.key_secret`` into ``directory``; returns (public, secret)."""
+    import os
+
     import zmq.auth
 
     directory.mkdir(parents=True, exist_ok=True)
-    public_file, secret_file = zmq.auth.create_certificates(str(directory), name)
+    umask = os.umask(0o077)  # the secret is written 0600 from its first byte: never readable by other users
+    try:
+        public_file, secret_file = zmq.auth.create_certificates(str(directory), name)
+    finally:
+        os.umask(umask)
+    Path(secret_file).chmod(0o600)  # an existing file keeps its old mode when overwritten
+    Path(public_file).chmod(0o644)  # the public key is meant to be copied and read
     return zmq.auth.load_certificate(secret_file)
