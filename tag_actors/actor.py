@@ -51,7 +51,7 @@ from tag_actors.protocol import (
 )
 from tag_actors.runlog import write_episodes_csv, write_state
 from tag_actors.spaces import Space
-from tag_actors.topology import ENV, Plan, build_plan, remove_socket_dir
+from tag_actors.topology import ENV, Plan, build_plan, host_of, remove_socket_dir
 from tag_actors.transport import ChildLink, Hub, Link, LinkTimeout, ParentLink, PeerLost
 
 log = logging.getLogger("tag_actors.actor")
@@ -264,8 +264,8 @@ class Actor:
         if link.established:
             return
         count = self.refusals[link.me] = self.refusals.get(link.me, 0) + 1
-        peer = where(self.cfg, self.plan, self.plan.process_of(link.peer), self.name)
         if isinstance(link, ChildLink):
+            peer = where(self.cfg, self.plan, self.plan.process_of(link.peer), self.name)
             if kind == "auth":
                 raise CurveRefused(f"{peer} refused the CURVE key of host {self.host!r}: {CURVE_FIX}")
             if count >= 2:  # one closed handshake may be the network; two in a row are the keys
@@ -275,8 +275,9 @@ class Actor:
         elif count == 1:
             how = ("presented a CURVE key that is not among the run's public keys here" if kind == "auth" else
                    f"encrypted to another public key than host {self.host!r}'s own")
-            alert(self.run_dir, self.name, f"a peer dialling {link.endpoint} (its parent {peer}?) {how}: "
-                  f"{CURVE_FIX}")
+            parent = self.plan.process_of(link.peer)
+            alert(self.run_dir, self.name, f"a peer dialling {link.endpoint.split('://')[-1]} (its parent "
+                  f"{parent} on {host_of(self.cfg, self.plan, parent)}?) {how}: {CURVE_FIX}")
 
     def _on_bad_frame(self, peer: str, reason: str) -> None:
         if self.metrics:
@@ -618,6 +619,10 @@ def main(argv: list[str] | None = None) -> int:
         peer = actor.plan.process_of(e.peer) if actor is not None else e.peer
         write_failure(args.run_dir, args.name, "peer_lost", str(e), peer=peer)
         return PEER_LOST_EXIT
+    except CurveRefused as e:  # a fault of the setup, not of the code: the reason, without a traceback
+        print(f"tag_actors: {args.name}: {e}", file=sys.stderr)
+        write_failure(args.run_dir, args.name, "crash", f"{type(e).__name__}: {e}")
+        return 1
     except LinkTimeout as e:
         print(f"tag_actors: {args.name}: {e}", file=sys.stderr)
         waited = sorted({actor.plan.process_of(p) for p in e.peers}) if actor is not None else e.peers

@@ -68,18 +68,20 @@ class Launch:
         self.procs: list[subprocess.Popen] = []
         self.run_dirs: list[Path] = []
 
-    def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    def start(self, *args: str, env: dict[str, str] | None = None, prefix: tuple[str, ...] = ()) -> subprocess.Popen:
+        """``prefix``: a command the launcher runs under (e.g. ``ip netns exec NS``: another host)."""
         for flag in ("--run-dir", "--resume"):
             if flag in args:
                 self.run_dirs.append(Path(args[args.index(flag) + 1]).resolve())
-        proc = subprocess.Popen([sys.executable, "-m", "tag_actors.launch", *args], cwd=ROOT, stdout=subprocess.PIPE,
+        proc = subprocess.Popen([*prefix, sys.executable, "-m", "tag_actors.launch", *args], cwd=ROOT, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, start_new_session=True,
                                 env=dict(os.environ, **(env or {})))
         self.procs.append(proc)
         return proc
 
-    def run(self, *args: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-        proc = self.start(*args, env=env)
+    def run(self, *args: str, timeout: float = 120, env: dict[str, str] | None = None,
+            prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+        proc = self.start(*args, env=env, prefix=prefix)
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
