@@ -30,6 +30,12 @@ CURVE_FIX = ("the two hosts hold different CURVE keys. Make keys once, on one ho
              "start the run again on every host (python -m tag_actors.launch CONFIG --host NAME --check tells in "
              "seconds)")
 
+CURVE_FAILURES = {"auth": "the listening end does not know the dialling end's public key",
+                  "crypto": "the dialling end encrypted to another public key than the listening end's",
+                  "closed": "the listening end closed the handshake (it holds another key pair than the one the "
+                            "dialling end knows it by)"}
+"""What each kind of failed CURVE handshake (``Hub.on_refused``) means."""
+
 
 class CurveRefused(RuntimeError):
     """A CURVE handshake with a peer on another host failed: the hosts hold different keys."""

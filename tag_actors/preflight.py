@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TextIO
 
 from tag_actors.config import Config, ConfigError
-from tag_actors.hosts import CURVE_FIX, fingerprints, where
+from tag_actors.hosts import CURVE_FAILURES, CURVE_FIX, fingerprints, where
 from tag_actors.protocol import (
     HandshakeError,
     Hello,
@@ -44,6 +44,8 @@ class LinkCheck:
     """'' while open; 'ok' or the reason it failed."""
     sent: bool = False
     """(the dialling end) its HELLO is out."""
+    refused: int = 0
+    """CURVE handshakes of this link that failed."""
 
 
 @dataclass
@@ -91,9 +93,10 @@ class Preflight:
         check = next(c for c in self.checks if c.link is link)
         if check.outcome:
             return
-        if isinstance(link, ChildLink) and kind == "closed" and link.failed_handshakes < 1:
+        check.refused += 1
+        if isinstance(link, ChildLink) and kind == "closed" and check.refused < 2:
             return  # one closed handshake may be the network; the next decides
-        check.outcome = f"CURVE handshake failed ({kind}): {CURVE_FIX}"
+        check.outcome = f"CURVE handshake failed: {CURVE_FAILURES[kind]}; {CURVE_FIX}"
 
     def run(self, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
