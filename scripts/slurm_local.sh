@@ -9,7 +9,8 @@
 #   bash scripts/slurm_local.sh status
 #
 # TAG_SLURM_DIR (default /tmp/tag-slurm) holds the config, state, logs and pid files; TAG_SLURM_CPUS the CPUs of
-# each node (default: all of this machine's, so two jobs may share them: fine for a try, not for measurements).
+# each node (default: all of this machine's, so two jobs may share them: fine for a try, not for measurements);
+# TAG_SLURM_PORT (slurmctld, default 6817) and TAG_SLURM_NODE_PORTS (the two slurmd, default "6818 6819").
 set -euo pipefail
 
 DIR=${TAG_SLURM_DIR:-/tmp/tag-slurm}
@@ -22,7 +23,9 @@ die() { echo "slurm_local: $*" >&2; exit 1; }
 pid_alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 write_conf() {
-    local port=${TAG_SLURM_PORT:-6817} node_port=${TAG_SLURM_NODE_PORT:-6818} i=0
+    local port=${TAG_SLURM_PORT:-6817} i=0
+    local -a node_ports
+    read -r -a node_ports <<< "${TAG_SLURM_NODE_PORTS:-6818 6819}"
     mkdir -p "$DIR/state" "$DIR/log" "$DIR/munge"
     cat > "$CONF" <<EOF
 # written by scripts/slurm_local.sh: two nodes on one machine
@@ -54,7 +57,7 @@ InactiveLimit=0
 KillWait=5
 EOF
     for n in "${NODES[@]}"; do
-        echo "NodeName=$n NodeHostname=localhost NodeAddr=127.0.0.1 Port=$((node_port + i)) CPUs=$CPUS State=UNKNOWN" >> "$CONF"
+        echo "NodeName=$n NodeHostname=localhost NodeAddr=127.0.0.1 Port=${node_ports[$i]} CPUs=$CPUS State=UNKNOWN" >> "$CONF"
         i=$((i + 1))
     done
     echo "PartitionName=debug Nodes=$(IFS=,; echo "${NODES[*]}") Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES" >> "$CONF"
