@@ -92,6 +92,9 @@ def final_returns(events: list[dict[str, Any]], fraction: float = FINAL_FRACTION
 def _env_counts(events: list[dict[str, Any]]) -> tuple[int, int, float]:
     """(env steps at the end, env steps done in the last start, the env's own seconds in it) from its log."""
     env = [e for e in events if e["name"] == "env"]
+    if not env:  # a host without the env (--host): the env's count as its agents saw it (every UP carries it)
+        steps = max((e.get("env_steps", 0) for e in events), default=0)
+        return steps, steps, 0.0
     start_steps, steps, elapsed = 0, 0, 0.0
     for e in env:
         if e["type"] == "started":

@@ -126,3 +126,15 @@ def test_a_host_without_the_env_shows_the_env_steps_its_agents_see():
     progress.take([{"name": "env", "type": "status", "env_steps": 900, "env_steps_per_s": 10.0}])
     progress.take([{"name": "l2.0", "type": "update", "level": 2, "env_steps": 1600}])
     assert progress.env_steps == 900  # the env's own count wins where it is seen
+
+
+def test_the_summary_of_a_host_without_the_env_counts_the_env_steps_its_agents_saw(tmp_path):
+    import json
+
+    from tag_actors.summary import summarize
+
+    (tmp_path / "events").mkdir()
+    records = [{"name": "l2.0", "type": "episodes", "level": 2, "tick": t, "env_steps": 8 * t, "returns": [-1.0],
+                "lengths": [t], "time": 1.0 + t} for t in (50, 100)]
+    (tmp_path / "events" / "l2.0.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert summarize(tmp_path, wall_s=2.0).env_steps == 800
