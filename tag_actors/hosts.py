@@ -112,13 +112,22 @@ class HandshakeWatch:
     out: TextIO = field(default_factory=lambda: sys.stderr)
     _shown: dict[str, float] = field(default_factory=dict)
     _alert_offsets: dict[str, int] = field(default_factory=dict)
+    _next_poll: float = 0.0
+    done: bool = False
+    """Every process here is past its handshake: nothing more to watch."""
 
     def poll(self) -> None:
-        self._alerts()
+        """At most every half second, and only until every process here has finished its handshakes."""
         now = time.time()
+        if self.done or now < self._next_poll:
+            return
+        self._next_poll = now + 0.5
+        self._alerts()
         waiting: dict[str, list[tuple[str, float]]] = {}  # awaited peer of another host -> (process here, since)
-        for name in self.mine:
-            state = read_state(self.run_dir, name)
+        states = {name: read_state(self.run_dir, name) for name in self.mine}
+        self.done = all(st and "handshake" not in (st.get("phase"), st.get("during")) and st.get("phase") != "starting"
+                        for st in states.values())
+        for name, state in states.items():
             if not state or state.get("phase") != "waiting" or state.get("during") != "handshake":
                 continue
             for peer in state.get("waits_for", []):
