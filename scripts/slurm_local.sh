@@ -20,7 +20,7 @@ CONF=$DIR/slurm.conf
 
 die() { echo "slurm_local: $*" >&2; exit 1; }
 
-pid_alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+pid_alive() { [[ -f $1 ]] && kill -0 "$(cat "$1" 2>/dev/null)" 2>/dev/null; }
 
 write_conf() {
     local port=${TAG_SLURM_PORT:-6817} i=0
@@ -68,7 +68,7 @@ start() {
         || die "slurmctld or munged is missing: apt-get install -y slurm-wlm munge (or bash scripts/setup.sh --slurm)"
     [[ $(id -u) == 0 ]] || die "the daemons run as root here (no systemd): run as root"
     mkdir -p "$DIR"
-    [[ -f $CONF ]] || write_conf
+    [[ -f $CONF ]] && pid_alive "$DIR/slurmctld.pid" || write_conf  # a running cluster keeps its config
     if [[ ! -f $DIR/munge/munge.key ]]; then
         dd if=/dev/urandom of="$DIR/munge/munge.key" bs=1024 count=1 status=none
         chmod 0400 "$DIR/munge/munge.key"
@@ -96,7 +96,7 @@ start() {
 daemon_pids() {
     local f
     for f in "$DIR"/slurmd-*.pid "$DIR/slurmctld.pid" "$DIR/munged.pid"; do
-        pid_alive "$f" && cat "$f"
+        pid_alive "$f" && cat "$f" 2>/dev/null
     done
     return 0
 }
