@@ -198,7 +198,9 @@ def pin_cpus(policy: str, is_env: bool, env_on_this_host: bool) -> set[int] | No
 class Actor:
     """What the env and agent processes share: config, plan, hub, metrics."""
 
-    def __init__(self, run_dir: Path, name: str):
+    def __init__(self, run_dir: Path, name: str, security: Any = None):
+        """``security``: the CURVE keys the Ray backend's driver made for this run and handed over (None: from
+        placement.keys_dir when placement.curve)."""
         self.run_dir = run_dir
         self.name = name
         raw = json.loads((run_dir / "config.json").read_text())
@@ -217,15 +219,16 @@ class Actor:
             from tag_actors.run_metrics import process_links
 
             self.metrics = ProcessMetrics(wiring.get("run_id", self.cfg.run.name), "env" if name == ENV else "agent",
-                                          name, self.level, wiring.get("host", "local"), config=self.cfg.run.name)
+                                          name, self.level, wiring.get("hosts", {}).get(name, wiring.get("host", "local")),
+                                          config=self.cfg.run.name)
             self.metrics.declare_links(*process_links(self.plan, name))
             if wiring.get("restarts"):  # this process was started again after a fault (run.restart = 'always')
                 self.metrics.restart(wiring["restarts"])
-            self.metrics.serve(wiring["metrics_ports"][name], wiring.get("metrics_addr", "127.0.0.1"))
+            self.metrics.serve(wiring["metrics_ports"][name],
+                               wiring.get("metrics_addrs", {}).get(name, wiring.get("metrics_addr", "127.0.0.1")))
             self.metrics.set_up()
         run = self.cfg.run
-        security = None
-        if self.cfg.placement.curve:
+        if security is None and self.cfg.placement.curve:
             from tag_actors.keys import security_for
 
             security = security_for(self.cfg, self.plan, wiring["host"], Path(wiring.get("cwd", ".")))
@@ -587,6 +590,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("name")
     args = parser.parse_args(argv)
+    return run_process(args.run_dir, args.name)
+
+
+def run_process(run_dir: Path, name: str, security: Any = None) -> int:
+    """One process of a run, to its end; returns its exit code. The Ray backend calls this in the main thread of
+    a Ray actor's worker (with the run's CURVE keys in ``security``); ``main`` for a process the launcher starts."""
+    args = argparse.Namespace(run_dir=run_dir, name=name)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {args.name} %(levelname)s %(message)s")
     signal.signal(signal.SIGTERM, _raise_shutdown)
     signal.signal(signal.SIGINT, _raise_shutdown)
@@ -604,7 +614,7 @@ def main(argv: list[str] | None = None) -> int:
         profiler = cProfile.Profile(time.thread_time) if cpu else cProfile.Profile()
         profiler.enable()
     try:
-        actor = (EnvActor if args.name == ENV else AgentActor)(args.run_dir, args.name)
+        actor = (EnvActor if args.name == ENV else AgentActor)(args.run_dir, args.name, security)
         reason = actor.run()
         log.info("finished: %s", reason)
         stopped_cleanly = True

@@ -89,6 +89,9 @@ class RunConfig:
     """First metrics port (process i gets base + i; 0: pick free ports)."""
     max_message_bytes: Positive = 64 * 1024 * 1024
     """Largest accepted message; bigger ones are dropped and counted."""
+    backend: Literal["local", "ray"] = "local"
+    """'local': the launcher starts every process on this machine (or its --host share); 'ray': every process is
+    a Ray actor on a Ray cluster (``--ray [ADDRESS]`` says the same; see [placement.ray])."""
     loggers: list[str] = field(default_factory=lambda: ["csv"])
     """Where the launcher writes the run's scalars: any of csv (scalars.csv), tensorboard, wandb, mlflow, and
     plot (the learning-curve PNG at the end); see tag_actors/loggers.py."""
@@ -147,6 +150,23 @@ class LevelConfig:
 
 
 @dataclass
+class RayPlacementConfig:
+    """Where the Ray backend puts processes (see tag_actors/ray_placement.py; default: Ray decides)."""
+
+    address: str = ""
+    """The cluster to join ('auto', 'HOST:PORT', 'ray://...'); empty: RAY_ADDRESS if set, else a local Ray of
+    this machine, started for the run and stopped after it. ``--ray ADDRESS`` overrides it."""
+    levels: dict[str, str] = field(default_factory=dict)
+    """Level (a string; "0" is the env) -> "resource:NAME" or "label:KEY=VALUE"."""
+    processes: dict[str, str] = field(default_factory=dict)
+    """Process name (e.g. "l3.0") -> "resource:NAME" or "label:KEY=VALUE"; overrides ``levels``."""
+    groups: dict[str, str] = field(default_factory=dict)
+    """Level -> 'pack', 'spread', 'strict_pack' or 'strict_spread': its processes share one placement group."""
+    num_cpus: float = 0.0
+    """CPUs Ray reserves for each process (0: none; the processes mostly wait on their links)."""
+
+
+@dataclass
 class PlacementConfig:
     hosts: dict[str, Any] = field(default_factory=dict)
     """Host name -> the address its processes listen on and peers connect to (empty: everything on one host)."""
@@ -161,6 +181,8 @@ class PlacementConfig:
     external: list[str] = field(default_factory=list)
     """Processes the launcher does not start (e.g. ["l1.0"]): it prints where each must bind and connect, and the
     run waits for them within run.startup_timeout_s. Any implementation of PROTOCOL.md can take their place."""
+    ray: RayPlacementConfig = field(default_factory=RayPlacementConfig)
+    """The Ray backend's placement ([placement.ray])."""
 
 
 @dataclass
@@ -294,12 +316,18 @@ def _build(cls: type, raw: Any, where: str, source: str) -> Any:
     except pydantic.ValidationError as e:
         err = e.errors()[0]
         key = ".".join(str(p) for p in err["loc"])
-        fields = [f.name for f in dataclasses.fields(cls)]
+        table = cls  # the (nested) section the key belongs to, for the list of its valid keys
+        for part in err["loc"][:-1]:
+            inner = next((f.default_factory for f in dataclasses.fields(table) if f.name == part), None)
+            if not (isinstance(inner, type) and dataclasses.is_dataclass(inner)):
+                break
+            table = inner
+        fields = [f.name for f in dataclasses.fields(table)]
         raise ConfigError(f"{source}: {where}.{key}: {_describe(err, fields)}") from None
 
 
 _STRICT_SECTIONS = pydantic.ConfigDict(extra="forbid", strict=True, use_attribute_docstrings=True)
-for _section in (RunConfig, EnvConfig, LevelConfig, PlacementConfig):
+for _section in (RunConfig, EnvConfig, LevelConfig, PlacementConfig, RayPlacementConfig):
     _section.__pydantic_config__ = _STRICT_SECTIONS  # type: ignore[attr-defined]
 
 
@@ -332,6 +360,14 @@ def validate_placement(cfg: Config) -> None:
     for level in pl.levels:
         if not (level.isdigit() and int(level) <= len(cfg.levels)):
             raise ConfigError(f"{src}: placement.levels.{level}: expected a level number 0..{len(cfg.levels)}")
+    from tag_actors.ray_placement import check_not_host_placement, check_ray_placement
+
+    try:
+        check_ray_placement(pl.ray, len(cfg.levels), src)
+        if cfg.run.backend == "ray":
+            check_not_host_placement(pl, src)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if cfg.multi_host:
         if cfg.run.transport != "tcp":
             raise ConfigError(f"{src}: placement over {len(pl.hosts)} hosts needs run.transport = 'tcp'")

@@ -47,6 +47,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--check", action="store_true",
                    help="with --host: check in seconds that every link to another host connects, the CURVE keys "
                         "match and the configs agree (run it on every host), then exit")
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="every process a Ray actor (pip install 'tag_actors[ray]'): alone, on a Ray started for "
+                        "this run; with 'auto' or HOST:PORT, on that cluster ([placement.ray] places them)")
     p.add_argument("--schema", action="store_true",
                    help="print the JSON Schema of a config file (every agent type's params) and exit")
     return p.parse_args(argv)
@@ -280,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(config_mod.json_schema(), indent=2))
         return 0
     overrides = list(args.set) + ([f"run.seed={args.seed}"] if args.seed is not None else [])
+    backend = None
     try:
         if args.resume:
             run_dir = args.resume.resolve()
@@ -297,9 +301,13 @@ def main(argv: list[str] | None = None) -> int:
             from tag_actors.preflight import preflight
 
             return preflight(cfg, args.host)
-        wiring = prepare_run(cfg, run_dir, resume=bool(args.resume), host=args.host)
+        backend = ray_backend(cfg, run_dir, args)
+        wiring = (backend.prepare(resume=bool(args.resume)) if backend else
+                  prepare_run(cfg, run_dir, resume=bool(args.resume), host=args.host))
     except config_mod.ConfigError as e:
         print(f"tag_actors: config error: {e}", file=sys.stderr)
+        if backend is not None:
+            backend.close()
         return 2
     names = wiring["processes"]
     where = f" on host {wiring['host']!r}" if cfg.multi_host else ""
@@ -342,7 +350,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         while True:
-            children = start_children(run_dir, [n for n in names if n not in external])
+            children = (backend.start(names) if backend else
+                        start_children(run_dir, [n for n in names if n not in external]))
             supervisor = supervise(run_dir, children, end.watcher, cfg.run.stall_timeout_s,
                                    run_state.failed if run_state else None, on_fault, host_watch(cfg, wiring, run_dir))
             code = 1 if supervisor.blame else 0
@@ -351,8 +360,8 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(delay[0])
             restarts = budget.spend()
             remove_socket_dir(wiring["endpoints"], every_process_ended=True)
-            wiring = prepare_run(cfg, run_dir, resume=True, host=args.host, restarts=restarts,
-                                 launcher_port=wiring.get("launcher_metrics_port"))
+            wiring = (backend or LocalRestart(cfg, run_dir, args.host)).prepare(
+                resume=True, restarts=restarts, launcher_port=wiring.get("launcher_metrics_port"))
             if run_ended(run_dir, cfg):
                 break
     except KeyboardInterrupt:
@@ -364,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"{cfg.run.startup_timeout_s:.0f}s (its neighbours waited for it; see the addresses above)",
                       file=sys.stderr)
         remove_socket_dir(wiring["endpoints"], every_process_ended=True)
+        if backend is not None:
+            backend.close()
         if wiring["metrics_ports"]:  # however the run ended: its final state, then it leaves Prometheus's targets
             from tag_actors import run_metrics
 
@@ -380,6 +391,38 @@ def host_watch(cfg: config_mod.Config, wiring: dict[str, Any], run_dir: Path) ->
     plan = build_plan(cfg)
     plan.endpoints = wiring["endpoints"]
     return HandshakeWatch(run_dir, cfg, plan, wiring["processes"])
+
+
+@dataclass
+class LocalRestart:
+    """The local backend's ``prepare`` (the Ray backend has its own: ``tag_actors.ray_backend``)."""
+
+    cfg: config_mod.Config
+    run_dir: Path
+    host: str | None
+
+    def prepare(self, resume: bool, restarts: int = 0, launcher_port: int | None = None) -> dict[str, Any]:
+        return prepare_run(self.cfg, self.run_dir, resume=resume, host=self.host, restarts=restarts,
+                           launcher_port=launcher_port)
+
+
+def ray_backend(cfg: config_mod.Config, run_dir: Path, args: argparse.Namespace) -> Any:
+    """The Ray backend when ``--ray`` or ``run.backend = "ray"`` asks for it; None for local processes."""
+    if args.ray is None and cfg.run.backend != "ray":
+        return None
+    from tag_actors.ray_placement import check_not_host_placement
+
+    if args.host:
+        raise config_mod.ConfigError("--host and --ray: Ray places every process itself; give one of them")
+    try:
+        check_not_host_placement(cfg.placement, cfg.source)
+    except ValueError as e:
+        raise config_mod.ConfigError(str(e)) from None
+    try:
+        from tag_actors.ray_backend import RayBackend
+    except ImportError as e:
+        raise config_mod.ConfigError(f"the Ray backend needs Ray ({e}): pip install 'tag_actors[ray]'") from None
+    return RayBackend(cfg, run_dir, args.ray)
 
 
 def run_ended(run_dir: Path, cfg: config_mod.Config) -> bool:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -55,6 +54,13 @@ def process_state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
         return ""
+
+
+def child_state(child: Any) -> str:
+    """A child's process state: asked of its handle where it has its own way (a Ray actor on another node),
+    else read from this machine's /proc."""
+    own = getattr(child.proc, "state", None)
+    return own() if callable(own) else process_state(child.proc.pid)
 
 
 def read_failure(run_dir: Path, name: str) -> dict[str, Any] | None:
@@ -262,7 +268,7 @@ class Supervisor:
         if stalled >= self.stall_timeout_s > 0:
             names = [c.name for c in self.children]
             _, culprit, lines = wait_chain(self.run_dir, names, "env")
-            state = process_state(next(c.proc.pid for c in self.children if c.name == culprit))
+            state = child_state(next(c for c in self.children if c.name == culprit))
             frozen = " (process state T: stopped)" if state in ("T", "t") else ""
             return Blame(culprit, f"stalled: no tick for {stalled:.0f}s (run.stall_timeout_s){frozen}",
                          ["who waits for whom:", *lines])
@@ -271,7 +277,7 @@ class Supervisor:
     def _stopped_now(self) -> dict[str, float]:
         """Children in state T (stopped), with the wall time they were first seen so."""
         for c in self.children:
-            stopped = c.proc.poll() is None and process_state(c.proc.pid) in ("T", "t")
+            stopped = c.proc.poll() is None and child_state(c) in ("T", "t")
             if stopped:
                 self.stopped_since.setdefault(c.name, time.monotonic())
             else:
@@ -306,7 +312,7 @@ def terminate(children: list[Any], hurry: Callable[[], bool] = lambda: False) ->
         if c.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):  # it has just exited
                 c.proc.send_signal(signal.SIGTERM)
-                os.kill(c.proc.pid, signal.SIGCONT)
+                c.proc.send_signal(signal.SIGCONT)
     deadline = time.monotonic() + GRACE_S
     while any(c.proc.poll() is None for c in children):
         late = time.monotonic() >= deadline
