@@ -254,13 +254,16 @@ class RayBackend:
         self.controls: dict[str, Any] = {}
         self.securities: dict[str, Any] = {}
         self.wiring: dict[str, Any] = {}
+        self.dead_nodes: set[str] = set()
+        """Nodes that lost an actor of the run with their own death (Ray's GCS may call them alive a while
+        longer, until their heartbeats are missed)."""
 
     # --- placing -------------------------------------------------------------------------------------------
 
     def _reachable(self, place: Place) -> bool:
         """Whether some live node offers ``place`` (else a restarted process goes anywhere)."""
         for n in ray.nodes():
-            if not n["Alive"]:
+            if not n["Alive"] or n["NodeID"] in self.dead_nodes:
                 continue
             if place.resource and place.resource in n.get("Resources", {}):
                 return True
@@ -280,7 +283,28 @@ class RayBackend:
         return opts
 
     def _create(self, names: list[str], restarting: bool) -> dict[str, Spawned]:
-        """New actors for ``names``, each at its place (anywhere when that place is gone and this is a restart)."""
+        """New actors for ``names``, each at its place (anywhere when that place is gone and this is a restart).
+        An actor that dies before it reports (its node was dying, unknown to Ray yet) is placed again."""
+        deadline = time.monotonic() + self.cfg.run.startup_timeout_s
+        while True:
+            try:
+                return self._create_once(names, restarting, max(1.0, deadline - time.monotonic()))
+            except RayActorError as e:
+                if time.monotonic() >= deadline:
+                    raise config_mod.ConfigError(f"Ray lost the run's actors while placing them: {e}") from None
+                self._note_dead_node(e)
+                print(f"tag_actors: an actor died while being placed ({str(e).strip().splitlines()[0]}); "
+                      "placing again", file=sys.stderr)
+                time.sleep(1.0)
+
+    def _note_dead_node(self, error: Exception) -> None:
+        text = str(error)
+        if "node has died" in text or "node was terminated" in text:
+            for node_id in (n["NodeID"] for n in ray.nodes()):
+                if node_id in text:
+                    self.dead_nodes.add(node_id)
+
+    def _create_once(self, names: list[str], restarting: bool, timeout_s: float) -> dict[str, Spawned]:
         ray_cfg = self.cfg.placement.ray
         effective: dict[str, Place] = {}
         for name in names:
@@ -316,7 +340,11 @@ class RayBackend:
             str(self.run_dir), n, str(Path.cwd())) for n in names}
         refs = {n: h.where.remote() for n, h in handles.items()}
         try:
-            wheres = dict(zip(refs, ray.get(list(refs.values()), timeout=self.cfg.run.startup_timeout_s), strict=True))
+            wheres = dict(zip(refs, ray.get(list(refs.values()), timeout=timeout_s), strict=True))
+        except RayActorError:
+            for h in handles.values():
+                ray.kill(h, no_restart=True)
+            raise
         except GetTimeoutError:
             late = [n for n, r in refs.items() if not ray.wait([r], timeout=0)[0]]
             for h in handles.values():
@@ -448,8 +476,10 @@ class RayBackend:
         """Why Ray lost ``name``'s actor, naming its node; also written as its failure record (kind 'crash'),
         unless the process wrote its own, so that blame names it and its node."""
         node = node_names().get(node_id, f"node {node_id[:8]}")
-        alive = node_alive(node_id)
-        why = (f"its Ray worker died on {node}" if alive else f"its node left the Ray cluster: {node}")
+        if "node has died" in str(error) or "node was terminated" in str(error):
+            self.dead_nodes.add(node_id)
+        alive = node_alive(node_id) and node_id not in self.dead_nodes and self._answers(node_id)
+        why = f"its Ray worker died on {node}" if alive else f"its node left the Ray cluster (or is cut off): {node}"
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         message = f"{why} ({type(error).__name__}: {first[:160]})"
         path = self.run_dir / "logs" / f"{file_name(name)}.failure.json"
@@ -458,6 +488,19 @@ class RayBackend:
 
             write_failure(self.run_dir, name, "crash", message, node=node, node_alive=alive)
         return message
+
+    def _answers(self, node_id: str, timeout_s: float = 3.0) -> bool:
+        """Whether the node's control actor still answers (Ray's GCS notices a dead node only after it has missed
+        several heartbeats; a removed node's actors fail at once)."""
+        control = self.controls.get(node_id)
+        if control is None:
+            return True
+        try:
+            ray.get(control.state.remote(os.getpid()), timeout=timeout_s)
+            return True
+        except Exception:  # noqa: BLE001 - lost or late: either way the node does not answer
+            self.dead_nodes.add(node_id)
+            return False
 
     def release_actors(self) -> None:
         for sp in self.spawned.values():
