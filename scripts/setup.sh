@@ -5,6 +5,7 @@
 #   scripts/setup.sh --llm           # + the local model server for llm agents (a portable llama.cpp build: ~5 min)
 #   scripts/setup.sh --prometheus    # + Debian's prometheus/promtool (root or sudo)
 #   scripts/setup.sh --slurm         # + Debian's slurm-wlm and munge, for scripts/slurm_local.sh (root or sudo)
+#   scripts/setup.sh --ray           # + Ray (the `ray` extra: the Ray backend and its tests)
 #
 # torch goes first and pinned: an unpinned torch (or one pulled in by another package) is a multi-GB CUDA build.
 set -euo pipefail
@@ -15,6 +16,7 @@ llm=0
 for arg in "$@"; do
     case "$arg" in
         --llm) llm=1 ;;
+        --ray) extras="$extras,ray" ;;
         --prometheus) bash scripts/install_prometheus.sh ;;
         --slurm) bash scripts/install_slurm.sh ;;
         *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;

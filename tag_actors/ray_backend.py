@@ -152,6 +152,7 @@ class RayProc:
         self.backend, self.name, self.handle, self.ref = backend, name, handle, ref
         self.node_id, self.pid, self.control, self.local = where["node_id"], where["pid"], control, local
         self.returncode: int | None = None
+        self.killed = False
         self.lost: str | None = None
         """Why Ray lost the actor (node gone, worker died), when it did."""
         self._state, self._state_ref, self._state_at = "", None, 0.0
@@ -168,7 +169,8 @@ class RayProc:
             self.returncode = int(ray.get(self.ref))
         except RayActorError as e:
             self.returncode = -signal.SIGKILL
-            self.lost = self.backend.describe_loss(self.name, self.node_id, e)
+            if not self.killed:  # lost, not killed by the supervisor
+                self.lost = self.backend.describe_loss(self.name, self.node_id, e)
         with contextlib.suppress(Exception):
             ray.kill(self.handle, no_restart=True)  # its loop has ended: let its worker go
 
@@ -195,6 +197,7 @@ class RayProc:
         self.send_signal(signal.SIGTERM)
 
     def kill(self) -> None:
+        self.killed = True
         with contextlib.suppress(Exception):
             ray.kill(self.handle, no_restart=True)
 

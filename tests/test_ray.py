@@ -42,33 +42,44 @@ def ray_processes() -> dict[int, str]:
     return out
 
 
-def session_of(pid: int) -> str | None:
-    """The Ray session folder a process belongs to (from its command line or its environment)."""
+def raylet_of(pid: int) -> int | None:
+    """The raylet a Ray worker or agent belongs to (RAY_RAYLET_PID in its environment)."""
     try:
-        blob = Path(f"/proc/{pid}/cmdline").read_bytes() + b"\0" + Path(f"/proc/{pid}/environ").read_bytes()
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     except OSError:
         return None
-    for part in blob.split(b"\0"):
-        text = part.decode(errors="replace")
-        for key in ("--session-dir=", "--session_dir=", "RAY_SESSION_DIR=", "--temp-dir="):
-            if key in text:
-                return text.split(key, 1)[1]
-    return None
+    return next((int(v.split(b"=", 1)[1]) for v in env if v.startswith(b"RAY_RAYLET_PID=")), None)
 
 
-def tag_processes() -> dict[int, str]:
-    """Our actors' workers (process titles ray::TagProcess..., ray::NodeControl...)."""
-    return {pid: cmd for pid, cmd in ray_processes().items() if "TagProcess" in cmd or "NodeControl" in cmd}
+def parent_of(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def of_cluster(pid: int, cmd: str, cluster: Cluster) -> bool:
+    """Whether a Ray process belongs to ``cluster`` (others may run Ray on this machine): its session folder in
+    its command line (raylet, GCS), or one of the cluster's raylets as its parent in its environment (workers and
+    agents, whose process titles replace their command lines)."""
+    return cluster.session_dir in cmd or raylet_of(pid) in cluster.raylet_pids
+
+
+def tag_processes(cluster: Cluster) -> dict[int, str]:
+    """The workers of this cluster's tag_actors actors (process titles ray::...TagProcess..., ...NodeControl...)."""
+    return {pid: cmd for pid, cmd in ray_processes().items()
+            if ("TagProcess" in cmd or "NodeControl" in cmd) and of_cluster(pid, cmd, cluster)}
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    before = set(ray_processes())
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"tag_a": 1},
                                                       "include_dashboard": False})
     c.tag_nodes = {"tag_a": c.head_node, "tag_b": c.add_node(num_cpus=1, resources={"tag_b": 1}),
                    "tag_c": c.add_node(num_cpus=1, resources={"tag_c": 1})}
     c.wait_for_nodes()
+    c.session_dir = c.head_node.get_session_dir_path()
+    c.raylet_pids = {n.all_processes["raylet"][0].process.pid for n in c.tag_nodes.values()}
     try:
         yield c
     finally:
@@ -76,7 +87,7 @@ def cluster():
         deadline = time.monotonic() + 30
         left: dict[int, str] = {}
         while time.monotonic() < deadline:
-            left = {pid: cmd for pid, cmd in ray_processes().items() if pid not in before}
+            left = {pid: cmd for pid, cmd in ray_processes().items() if of_cluster(pid, cmd, c)}
             if not left:
                 break
             time.sleep(0.2)
@@ -86,6 +97,29 @@ def cluster():
             except ProcessLookupError:
                 pass
         assert not left, f"Ray processes left after the cluster's shutdown: {left}"
+
+
+def test_ray_alone_starts_and_stops_its_own_ray(launch, tmp_path):
+    """``--ray`` with no address (the README's command): a Ray of this machine is started for the run, gives the
+    run's episodes, and is gone with every one of its processes when the launcher exits."""
+    run_dir = tmp_path / "run"
+    proc = launch.start("balance", "--ray", "--run-dir", str(run_dir), "--quiet", *SMALL)
+    raylets: set[int] = set()
+
+    def own_raylet() -> bool:
+        raylets.update(pid for pid, cmd in ray_processes().items() if "raylet" in cmd.split(" ")[0]
+                       and parent_of(pid) == proc.pid)
+        return bool(raylets) or proc.poll() is not None
+
+    wait_for(own_raylet, 120, "the launcher's own raylet")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out + err
+    assert raylets and (run_dir / "episodes.csv").read_text().count("\n") > 5
+
+    def left() -> dict[int, str]:
+        return {pid: cmd for pid, cmd in ray_processes().items() if pid in raylets or raylet_of(pid) in raylets}
+
+    wait_for(lambda: not left(), 30, "the run's own Ray to stop")
 
 
 def nodes_of(run_dir: Path) -> dict[str, str]:
@@ -112,7 +146,7 @@ def test_one_level_per_node_matches_the_plain_launcher(launch, cluster, tmp_path
     ray_rows = (ray_dir / "episodes.csv").read_text().splitlines()
     assert len(ray_rows) > 1 + 4, "no episode finished"
     assert ray_rows == (plain_dir / "episodes.csv").read_text().splitlines()
-    wait_for(lambda: not tag_processes(), 30, "the run's Ray actors to exit")
+    wait_for(lambda: not tag_processes(cluster), 30, "the run's Ray actors to exit")
 
 
 def test_ctrl_c_leaves_no_actor_and_no_process(launch, cluster, tmp_path):
@@ -123,7 +157,7 @@ def test_ctrl_c_leaves_no_actor_and_no_process(launch, cluster, tmp_path):
                         "--set", 'placement.ray.groups.1="spread"')
     wait_for(lambda: env_steps(run_dir) > 0 or proc.poll() is not None, 180, "the first env steps")
     assert proc.poll() is None, proc.communicate()
-    assert tag_processes(), "the run's actors should be up"
+    assert tag_processes(cluster), "the run's actors should be up"
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, out + err
@@ -131,7 +165,7 @@ def test_ctrl_c_leaves_no_actor_and_no_process(launch, cluster, tmp_path):
     names = {"env", "l1.0", "l1.1", "l1.2", "l1.3", "l2.0", "l2.1", "l3.0"}
     assert {p.name.removesuffix(".json") for p in (run_dir / "checkpoints").glob("*.json")} == names, \
         "every process checkpointed on its way out"
-    wait_for(lambda: not tag_processes(), 30, "no Ray actor process of the run")
+    wait_for(lambda: not tag_processes(cluster), 30, "no Ray actor process of the run")
     ray.init(address=cluster.address, namespace="tag_actors", log_to_driver=False)
     try:
         named = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)]
