@@ -20,7 +20,7 @@ from ray.cluster_utils import Cluster  # noqa: E402
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # a cluster start and two runs on 2 shared cores
 
 SMALL = ["--set", "env.num_envs=8", "--set", "run.total_env_steps=1600", "--set", "run.metrics=false"]
-ONE_LEVEL_PER_NODE = ["--set", 'placement.ray.levels.0="resource:tag_a"', "--set",
+ONE_LEVEL_PER_NODE = ["--set", 'placement.ray.levels.0="label:tag_zone=a"', "--set",
                       'placement.ray.levels.1="resource:tag_a"', "--set", 'placement.ray.levels.2="resource:tag_b"',
                       "--set", 'placement.ray.levels.3="resource:tag_c"']
 
@@ -74,7 +74,7 @@ def tag_processes(cluster: Cluster) -> dict[int, str]:
 @pytest.fixture(scope="module")
 def cluster():
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"tag_a": 1},
-                                                      "include_dashboard": False})
+                                                      "labels": {"tag_zone": "a"}, "include_dashboard": False})
     c.tag_nodes = {"tag_a": c.head_node, "tag_b": c.add_node(num_cpus=1, resources={"tag_b": 1}),
                    "tag_c": c.add_node(num_cpus=1, resources={"tag_c": 1})}
     c.wait_for_nodes()
@@ -128,8 +128,8 @@ def nodes_of(run_dir: Path) -> dict[str, str]:
 
 
 def test_one_level_per_node_matches_the_plain_launcher(launch, cluster, tmp_path):
-    """Placed by custom resource, one level per node, CURVE keys made by the driver: the same episodes (actions
-    and rewards at every level) as the plain launcher with the same seed."""
+    """Placed by node label and custom resource, one level per node, CURVE keys made by the driver: the same
+    episodes (actions and rewards at every level) as the plain launcher with the same seed."""
     ray_dir, plain_dir = tmp_path / "ray", tmp_path / "plain"
     res = launch.run("balance", "--ray", cluster.address, "--run-dir", str(ray_dir), "--quiet", *SMALL,
                      *ONE_LEVEL_PER_NODE, "--set", "placement.curve=true", timeout=240)
