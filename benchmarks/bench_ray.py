@@ -26,13 +26,13 @@ from tag_actors.runlog import read_events, steady_env_rate
 CONFIGS = {"random": "configs/balance_random.toml", "3ppo": "configs/balance.toml"}
 
 
-def run(config: str, envs: int, steps: int, ray_address: str | None) -> dict[str, float]:
+def run(config: str, envs: int, steps: int, ray_address: str | None, extra: list[str]) -> dict[str, float]:
     """One run: seconds from launch to the env's first tick, wall seconds, steady env steps/s."""
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
         cmd = [sys.executable, "-m", "tag_actors.launch", config, "--quiet", "--run-dir", str(run_dir),
                "--set", f"env.num_envs={envs}", "--set", f"run.total_env_steps={steps}",
-               "--set", "run.metrics=false", "--set", "run.log_every_s=0.25"]
+               "--set", "run.metrics=false", "--set", "run.log_every_s=0.25", *extra]
         if ray_address is not None:
             cmd += ["--ray"] + ([ray_address] if ray_address != "local" else [])
         started = time.time()
@@ -49,6 +49,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     p.add_argument("--json", type=Path, help="also write the raw results here")
+    p.add_argument("--plain-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a --set for the plain launcher's runs only (e.g. run.transport=tcp, the Ray backend's)")
     args = p.parse_args()
     import ray
 
@@ -62,8 +64,10 @@ def main() -> None:
             for i in range(args.repeats):  # alternating, so that the machine's load hits both alike
                 for backend, addr in (("plain", None), ("ray", address)) if i % 2 == 0 else (("ray", address),
                                                                                                ("plain", None)):
-                    results[name][backend].append(run(CONFIGS[name], args.envs, args.steps, addr))
-                results[name]["ray_own"].append(run(CONFIGS[name], args.envs, max(args.steps // 4, 2000), "local"))
+                    extra = [] if addr else [x for kv in args.plain_set for x in ("--set", kv)]
+                    results[name][backend].append(run(CONFIGS[name], args.envs, args.steps, addr, extra))
+                results[name]["ray_own"].append(run(CONFIGS[name], args.envs, max(args.steps // 4, 2000), "local",
+                                                    []))
                 print(f"{name} repeat {i + 1}: " + json.dumps({b: r[-1] for b, r in results[name].items()}),
                       flush=True)
     finally:
@@ -71,7 +75,8 @@ def main() -> None:
     load_after = os.getloadavg()
     med = statistics.median
     print(f"\nload average before {load_before[0]:.1f}, after {load_after[0]:.1f} ({os.cpu_count()} CPUs); "
-          f"{args.envs} envs, {args.steps} env steps per run, {args.repeats} repeats, medians\n")
+          f"{args.envs} envs, {args.steps} env steps per run, {args.repeats} repeats, medians"
+          + (f"; plain runs with --set {' '.join(args.plain_set)}" if args.plain_set else "") + "\n")
     print("| agents | plain steps/s | Ray steps/s | Ray / plain | first tick plain | first tick Ray (cluster up) "
           "| ratio | first tick `--ray` (starts Ray) |")
     print("|---|---|---|---|---|---|---|---|")

@@ -158,6 +158,12 @@ def test_ctrl_c_leaves_no_actor_and_no_process(launch, cluster, tmp_path):
     wait_for(lambda: env_steps(run_dir) > 0 or proc.poll() is not None, 180, "the first env steps")
     assert proc.poll() is None, proc.communicate()
     assert tag_processes(cluster), "the run's actors should be up"
+    targets = json.loads((run_dir / "prometheus_targets.json").read_text())  # file_sd, collected by the driver
+    agents = sorted(t["labels"]["agent"] for t in targets)
+    assert agents == ["env", "l1.0", "l1.1", "l1.2", "l1.3", "l2.0", "l2.1", "l3.0", "launcher"], targets
+    plan = json.loads((run_dir / "plan.json").read_text())
+    assert all(t["targets"] == [f"{plan['hosts'][t['labels']['agent']]}:{plan['metrics_ports'][t['labels']['agent']]}"]
+               for t in targets if t["labels"]["agent"] != "launcher")
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, out + err
