@@ -147,6 +147,11 @@ class LevelConfig:
     observe_held: bool = False
     """Append the action this level holds to its own observation. For a level whose children do not wait
     (async): the action being applied while it decides, which makes the resulting delay part of the state."""
+    observe: list[str] = field(default_factory=list)
+    """Level 1 only: the parts of each env agent's observation its agents act on, as part names of the
+    scenario's layout (VMAS balance: pos, vel, package_rel, line_rel, package_goal, package_vel, line_vel,
+    line_ang_vel, line_rot) or column ranges 'a:b'; empty: all of it. The levels above still get the full
+    observation in the messages (see tag_actors/obs_select.py)."""
 
 
 @dataclass
@@ -421,6 +426,8 @@ def validate(cfg: Config) -> None:
                               f"{level_key(i + 1)}.mode = 'async'): in lockstep the level below waits on its ticks")
         if lv.message in ("project", "autoencoder") and lv.message_dim <= 0:
             raise ConfigError(f"{where}.message_dim must be > 0 with message = {lv.message!r}")
+        if lv.observe:
+            check_observe(cfg, i + 1)
         if i == 0:
             if lv.instruction:
                 raise ConfigError(f"{where}.instruction: level 1 sends env actions, not instructions; remove it")
@@ -436,6 +443,20 @@ def validate(cfg: Config) -> None:
         if not isinstance(spec.get(size_key), int) or spec[size_key] < 1:
             raise ConfigError(f"{where}.instruction.{size_key}: expected a positive integer, got "
                               f"{spec.get(size_key)!r}")
+
+
+def check_observe(cfg: Config, level: int) -> None:
+    """``lN.observe`` is a valid selection of the env observation, on level 1 (the only level that gets it)."""
+    from tag_actors.obs_select import ObservationSelectionError, select_columns
+
+    where = f"{cfg.source}: {level_key(level)}.observe"
+    if level != 1:
+        raise ConfigError(f"{where}: only level 1 selects parts of the env observation; the levels above see "
+                          "their children's messages (remove it, or set it on l1)")
+    try:
+        select_columns(cfg.levels[0].observe, cfg.env.scenario if cfg.env.kind == "vmas" else "", None)
+    except ObservationSelectionError as e:
+        raise ConfigError(f"{where}: {e}") from None
 
 
 def json_schema() -> dict[str, Any]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -132,6 +132,10 @@ class NodeSpec:
     """The node's observation ends with the action it holds (``LevelConfig.observe_held``)."""
     device: str = "cpu"
     """Where the agent's networks live and learn (``LevelConfig.device``; resolved in the agent's process)."""
+    observe: list[str] = field(default_factory=list)
+    """Level 1: the parts of each env agent's observation the agent acts on (``LevelConfig.observe``)."""
+    scenario: str = ""
+    """The VMAS scenario whose named observation parts ``observe`` may use ('' for other env kinds)."""
 
 
 class AgentNode:
@@ -145,7 +149,20 @@ class AgentNode:
         self.instruction_space = instruction_space
         self.action_space = stacked_space(child_instruction_spaces)
         self.phi = MessageFunction(spec.message, child_message_dims, spec.message_dim, spec.seed + 7919)
-        layout = list(zip(spec.children, child_message_dims, strict=True))
+        self.selected: np.ndarray | None = None
+        """Columns of the children's concatenated messages the agent observes (None: all; ``spec.observe``)."""
+        observed_dims = child_message_dims
+        if spec.observe:
+            from tag_actors.obs_select import block_columns, select_columns
+
+            dims = set(child_message_dims)
+            if len(dims) != 1:
+                raise ValueError(f"agent {spec.name!r}: observe needs children with equal observation sizes, got "
+                                 f"{child_message_dims}")
+            columns = select_columns(spec.observe, spec.scenario, dims.pop())
+            self.selected = np.array(block_columns(columns, child_message_dims), dtype=np.int64)
+            observed_dims = [len(columns)] * len(child_message_dims)
+        layout = list(zip(spec.children, observed_dims, strict=True))
         if instruction_space is not None:
             layout.append(("instruction", instruction_space.feature_dim))
         if spec.observe_held:
@@ -214,7 +231,7 @@ class AgentNode:
         return waits_for_down(self.fresh, self.ticks, period, bool(np.all(terminated | truncated)))
 
     def observation(self, instruction: np.ndarray | None) -> np.ndarray:
-        parts = [self.children_obs]
+        parts = [self.children_obs if self.selected is None else self.children_obs[:, self.selected]]
         if instruction is not None:
             parts.append(self.instruction_space.as_features(instruction))
         if self.spec.observe_held:

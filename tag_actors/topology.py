@@ -115,7 +115,8 @@ def build_plan(cfg: Config) -> Plan:
                                   params=lc.params, message=lc.message, message_dim=lc.message_dim,
                                   seed=agent_seed(cfg.run.seed, name), period_s=lc.period_s,
                                   learn_in_background=cfg.learns_in_background(), observe_held=lc.observe_held,
-                                  device=lc.device))
+                                  device=lc.device, observe=list(lc.observe),
+                                  scenario=cfg.env.scenario if cfg.env.kind == "vmas" else ""))
             current.append(name)
         below = current
     for name in below:
