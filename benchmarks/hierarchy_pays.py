@@ -46,6 +46,17 @@ def evaluate(run_dir: Path, how: str, episodes: int) -> float:
     return float(json.loads(out.read_text())["levels"]["0"]["mean_return"])
 
 
+def training_final(run_dir: Path, total: int) -> float:
+    """The mean return of the episodes that ended in the last 10% of the steps or, where no episode ended there
+    (every env copy ends its fixed-length episodes at the same tick, e.g. navigation), of the last ones before."""
+    steps, returns = learning.env_episodes(run_dir / "episodes.csv")
+    final = learning.final_return(steps, returns, total)
+    if np.isnan(final) and (steps <= total).any():
+        last = steps[steps <= total].max()
+        final = float(returns[steps == last].mean())
+    return final
+
+
 def fmt(values: list[float]) -> str:
     if not values:
         return "—"
@@ -84,11 +95,11 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = args.runs_dir / args.out.name / f"{method}-s{seed}"
             if not (run_dir / "episodes.csv").exists():
                 continue
-            steps, returns = learning.env_episodes(run_dir / "episodes.csv")
-            finals[method].append(learning.final_return(steps, returns, args.steps))
+            finals[method].append(training_final(run_dir, args.steps))
             for how in ABLATIONS if depth[method] > 1 else ("policy",):
                 evals[method][how].append(evaluate(run_dir, how, args.episodes))
-    lines = [f"per-agent return; training final = episodes of the last 10% of {args.steps:,} steps; evaluation: "
+    lines = [f"per-agent return; training final = episodes of the last 10% of {args.steps:,} steps (or the last "
+             "batch before, where none ended there); evaluation: "
              f"{args.episodes} fresh episodes, deterministic, seed 1000; ± = 95% t-interval over seeds",
              "| method | levels | seeds | training final | eval, own instructions | zeros | random | "
              "silencing costs | per seed (final) |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
