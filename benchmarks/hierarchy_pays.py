@@ -61,7 +61,8 @@ def fmt(values: list[float]) -> str:
     if not values:
         return "—"
     m, h = mean_ci95(np.array(values))
-    return f"{m:.1f} ± {h:.1f}" if len(values) > 1 else f"{m:.1f}"
+    digits = 2 if abs(m) < 10 else 1
+    return f"{m:.{digits}f} ± {h:.{digits}f}" if len(values) > 1 else f"{m:.{digits}f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         cost = (f"{100 * (1 - np.mean(zeros) / np.mean(own)):.0f} %" if zeros and np.mean(own) > 0 else "—")
         lines.append(f"| {method} | {depth[method]} | {len(finals[method])} | {fmt(finals[method])} | {fmt(own)} | "
                      f"{fmt(zeros)} | {fmt(evals[method]['random'])} | {cost} | "
-                     f"{' / '.join(f'{v:.1f}' for v in finals[method])} |")
+                     f"{' / '.join(f'{v:.2f}' for v in finals[method])} |")
         rows.append(method)
     if flat_mappo in finals and len(finals[flat_mappo]) > 1:
         fm, fh = mean_ci95(np.array(finals[flat_mappo]))
@@ -116,8 +117,8 @@ def main(argv: list[str] | None = None) -> int:
             if depth[method] > 1 and len(finals[method]) > 1:
                 m, h = mean_ci95(np.array(finals[method]))
                 verdict = ("beats" if m - h > fm + fh else "is below" if m + h < fm - fh else "overlaps")
-                lines.append(f"\n{method} {verdict} flat {flat_mappo} (training final {m:.1f} ± {h:.1f} against "
-                             f"{fm:.1f} ± {fh:.1f})")
+                lines.append(f"\n{method} {verdict} flat {flat_mappo} (training final {m:.2f} ± {h:.2f} against "
+                             f"{fm:.2f} ± {fh:.2f})")
     text = "\n".join(lines)
     print(text)
     Path(f"{args.out}_hierarchy.md").write_text(text + "\n")
