@@ -51,6 +51,7 @@ from tag_actors.protocol import (
 )
 from tag_actors.runlog import write_episodes_csv, write_state
 from tag_actors.spaces import Space
+from tag_actors.supervisor import RESTARTS_ENV
 from tag_actors.topology import ENV, Plan, build_plan, host_of, remove_socket_dir
 from tag_actors.transport import ChildLink, Hub, Link, LinkTimeout, ParentLink, PeerLost
 
@@ -127,6 +128,8 @@ class Inbox:
         self.tick = 0
         self.sent_at = 0.0
         self.stopped = False
+        self.awaiting: int | None = None
+        """The tick whose DOWN this child is blocked on (a restarted parent is sent that tick's UP again)."""
 
     def _take(self, msg: Message) -> None:
         if msg.kind == Kind.DOWN:
@@ -142,6 +145,7 @@ class Inbox:
         one for another tick (a parent that sent DOWN where the clock says it must not) is dropped and counted,
         rather than applied late in silence."""
         if (self.wait and parent_decides) or self.latest is None:
+            self.awaiting = tick
             while True:
                 msg = self.hub.recv(self.link, self.KINDS, None, "DOWN")
                 if self.wait and msg.kind == Kind.DOWN and msg.tick != tick:
@@ -150,6 +154,7 @@ class Inbox:
                     continue
                 self._take(msg)
                 break
+            self.awaiting = None
         if not self.wait:
             for msg in self.hub.drain(self.link, self.KINDS):
                 self._take(msg)
@@ -170,6 +175,10 @@ class Outbox:
     def __init__(self, actor: Actor, link: ParentLink):
         self.actor, self.link = actor, link
         self.held: list[Message] = []
+        self.last_sent: Message | None = None
+        self.resync = False
+        """Set when the parent rejoined after a restart: the next flush sends only the newest report, the one
+        the fresh parent takes its clock from (PROTOCOL.md "Restarts")."""
 
     def put(self, msg: Message, flush: bool) -> None:
         self.held.append(msg)
@@ -177,9 +186,26 @@ class Outbox:
             self.flush()
 
     def flush(self) -> None:
-        for msg in self.held:
-            self.actor.send(self.link, msg)
-        self.held.clear()
+        while True:
+            try:
+                batch = self.held[-1:] if self.resync else self.held
+                for msg in batch:
+                    self.actor.send(self.link, msg)
+                    self.last_sent = msg
+                self.held.clear()
+                self.resync = False
+                return
+            except PeerLost as e:  # the parent vanished mid-send: wait for it to rejoin, then send again
+                self.actor.rejoin(e)
+
+    def rejoined(self, inbox: Inbox | None) -> None:
+        """The parent is back (a new handshake): resend the report it must answer, or send only the newest."""
+        if not self.held and inbox is not None and inbox.awaiting is not None and self.last_sent is not None:
+            self.held.append(self.last_sent)
+        self.resync = True
+        if not self.held or not (inbox is not None and inbox.awaiting is not None):
+            return
+        self.flush()
 
 
 def pin_cpus(policy: str, is_env: bool, env_on_this_host: bool) -> set[int] | None:
@@ -208,7 +234,9 @@ class Actor:
         self.plan: Plan = build_plan(self.cfg)
         wiring = json.loads((run_dir / "plan.json").read_text())
         self.plan.endpoints = wiring["endpoints"]
-        self.resume = bool(wiring.get("resume"))
+        self.restarts = int(os.environ.get(RESTARTS_ENV) or 0)
+        """How many times the supervisor restarted this process (0: its first start)."""
+        self.resume = bool(wiring.get("resume")) or self.restarts > 0
         self.level = self.plan.level_of(name)
         pinned = pin_cpus(self.cfg.run.cpu_affinity, name == ENV, ENV in wiring.get("processes", [ENV]))
         if pinned is not None:
@@ -222,7 +250,9 @@ class Actor:
                                           name, self.level, wiring.get("hosts", {}).get(name, wiring.get("host", "local")),
                                           config=self.cfg.run.name)
             self.metrics.declare_links(*process_links(self.plan, name))
-            if wiring.get("restarts"):  # this process was started again after a fault (run.restart = 'always')
+            if self.restarts:  # this process was started again after a fault (run.restart = 'always')
+                self.metrics.restart(self.restarts)
+            elif wiring.get("restarts"):  # the whole run was restarted (the Ray backend)
                 self.metrics.restart(wiring["restarts"])
             self.metrics.serve(wiring["metrics_ports"][name],
                                wiring.get("metrics_addrs", {}).get(name, wiring.get("metrics_addr", "127.0.0.1")))
@@ -242,6 +272,14 @@ class Actor:
                        on_bad_frame=self._on_bad_frame,
                        on_received=self.metrics.frame_received if self.metrics else None,
                        on_wait=self._on_wait, on_refused=self._on_refused)
+        self.hub.rejoinable = rejoinable_peers(self.cfg, self.plan, name)
+        self.hub.on_peer_lost = self.rejoin if self.hub.rejoinable else None
+        self.offers: dict[ParentLink, tuple[Space, Space, dict[str, Any]]] = {}
+        """What this process offered each parent in its WELCOME: offered again to a parent that rejoins."""
+        self.parent_ticks: dict[ParentLink, int] = {}
+        """The tick each parent said it expects next, when it greeted this (restarted) process mid-run."""
+        self.greeting: Hello | None = None
+        """The HELLO this process sends its children: sent again to a child that was restarted."""
         self.clock = 0
         """The run's tick this process is at (for its state file)."""
         self.phase = "handshake"
@@ -302,6 +340,7 @@ class Actor:
         deadline = started + timeout
         pending = {link: offer for link, *offer in offers}
         reported = False
+        self.offers.update(pending)
         while pending:
             if not reported and time.monotonic() - started >= 0.5:  # for the supervisor: whom this waits for
                 reported = True
@@ -321,13 +360,14 @@ class Actor:
             if pending:
                 self.hub.wait(list(pending), min(remaining, 1.0))
 
-    def _answer_hello(self, link: ParentLink, message_space: Space, instruction: Space, info: dict[str, Any]) -> bool:
-        """Read one message of a link in its handshake; True once it is welcomed."""
+    def _answer_hello(self, link: ParentLink, message_space: Space, instruction: Space, info: dict[str, Any],
+                      msg: Message | None = None) -> bool:
+        """Read one message of a link in its handshake (or take ``msg``); True once it is welcomed."""
         me, num_envs = link.me, self.cfg.env.num_envs
         parent = self.plan.parent[me]
         period, mode = self.plan.node(parent).period, self.cfg.level_mode(self.plan.level_of(parent))
         try:
-            msg = self.hub.try_recv(link)
+            msg = self.hub.try_recv(link) if msg is None else msg
             if msg is None or msg.kind != Kind.HELLO:
                 return False
             hello = Hello.from_message(msg)
@@ -345,6 +385,8 @@ class Actor:
         link.agreed = {Kind.DOWN: protocol.down_arrays(instruction, num_envs)}
         link.caps = protocol.agreed_caps(hello, welcome)
         link.established = True
+        if hello.tick is not None:
+            self.parent_ticks[link] = hello.tick
         return True
 
     def greet_children(self, children: list[ChildLink], hello: Hello, sends: Any) -> list[Welcome]:
@@ -360,26 +402,84 @@ class Actor:
         except VersionMismatch as e:
             by_peer[e.peer].send(protocol.reject_message(self.name, e, version=e.version))
             raise
-        welcomes = []
-        for link in children:
-            msg = answers[link]
-            if msg.kind == Kind.REJECT:
-                raise HandshakeError(f"child {link.peer!r} rejected {self.name!r}: {msg.meta.get('reason')}")
-            try:
-                welcome = Welcome.from_message(msg)
-                check_welcome(welcome, self.name, link.peer, self.cfg.env.num_envs, sends, self.fp)
-            except HandshakeError as e:
-                link.send(protocol.reject_message(self.name, e))
-                raise
-            hello.child = link.peer
-            link.agreed = {Kind.UP: protocol.up_arrays(welcome.message_space, self.cfg.env.num_envs)}
-            link.caps = protocol.agreed_caps(hello, welcome)
-            link.established = True
-            welcomes.append(welcome)
-        return welcomes
+        self.greeting = hello
+        return [self._accept_welcome(link, answers[link], hello, sends) for link in children]
+
+    def _accept_welcome(self, link: ChildLink, msg: Message, hello: Hello, sends: Any) -> Welcome:
+        if msg.kind == Kind.REJECT:
+            raise HandshakeError(f"child {link.peer!r} rejected {self.name!r}: {msg.meta.get('reason')}")
+        try:
+            welcome = Welcome.from_message(msg)
+            check_welcome(welcome, self.name, link.peer, self.cfg.env.num_envs, sends, self.fp)
+        except HandshakeError as e:
+            link.send(protocol.reject_message(self.name, e))
+            raise
+        hello.child = link.peer
+        link.agreed = {Kind.UP: protocol.up_arrays(welcome.message_space, self.cfg.env.num_envs)}
+        link.caps = protocol.agreed_caps(hello, welcome)
+        link.established = True
+        return welcome
+
+    # --- restarts (PROTOCOL.md "Restarts") ----------------------------------------------------------------------
+
+    def rejoin(self, lost: PeerLost) -> None:
+        """A neighbour vanished (or came back with a new HELLO). If the supervisor restarts it, wait for it to
+        rejoin with a new handshake, within run.startup_timeout_s, then let the tick loop resynchronise the link
+        (``on_rejoined``); otherwise, or if it does not come back in time, fail as before, naming it."""
+        link = lost.link
+        if link is None or lost.peer not in self.hub.rejoinable or self.phase != "running":
+            raise lost
+        log.warning("%s; waiting for it to rejoin (restarted by the supervisor)", lost)
+        started = time.monotonic()
+        if isinstance(link, ParentLink):
+            self._rejoin_parent(link, lost.hello)
+        else:
+            self._rejoin_child(link)
+        log.info("%r rejoined %r after %.2fs", link.peer, link.me, time.monotonic() - started)
+        self.on_rejoined(link)
+
+    def _rejoin_parent(self, link: ParentLink, hello: Message | None) -> None:
+        """The child's side: the restarted parent connects again and sends HELLO; answer as at start-up."""
+        link.forget_peer()
+        timeout = self.cfg.run.startup_timeout_s
+        deadline = time.monotonic() + timeout
+        offer = self.offers[link]
+        if hello is not None and self._answer_hello(link, *offer, msg=hello):
+            return
+        while True:
+            while self.hub.pending(link):
+                if self._answer_hello(link, *offer):
+                    return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise PeerLost(link.peer, f"was lost by {link.me!r} and did not rejoin within {timeout:.0f}s "
+                               "(run.startup_timeout_s)")
+            self._on_wait("HELLO (a restarted parent rejoining)", [link.peer])
+            self.hub.wait([link], min(remaining, 1.0))
+
+    def _rejoin_child(self, link: ChildLink) -> None:
+        """The parent's side: a fresh socket to the restarted child, HELLO (with this process's tick), WELCOME."""
+        self.hub.reconnect_child(link)
+        hello = self.greeting
+        hello.child, hello.tick = link.peer, self.clock
+        link.send(hello.to_message())
+        timeout = self.cfg.run.startup_timeout_s
+        try:
+            msg = self.hub.recv(link, (Kind.WELCOME, Kind.REJECT), timeout, "WELCOME (a restarted child rejoining)")
+        except LinkTimeout:
+            raise PeerLost(link.peer, f"was lost by {link.me!r} and did not rejoin within {timeout:.0f}s "
+                           "(run.startup_timeout_s)") from None
+        finally:
+            hello.tick = None
+        sends = self.cfg.instruction_space(self.level) if self.level >= 2 else None
+        self._accept_welcome(link, msg, hello, sends)
+
+    def on_rejoined(self, link: Link) -> None:
+        """Resynchronise the tick loop with a peer that rejoined (each process kind knows its own books)."""
 
     def stop_children(self, links: list[ChildLink]) -> None:
         """Pass STOP down and wait until every child's subtree has acknowledged (§11)."""
+        self.hub.on_peer_lost = None  # a process lost now is not waited for: the run is ending
         for link in links:
             link.send(protocol.stop_message())
         for link in self.hub.recv_from_all(links, (Kind.BYE,), STOP_ACK_TIMEOUT_S, "BYE"):
@@ -406,22 +506,30 @@ class EnvActor(Actor):
                                cfg.run.checkpoint_every_s)
         if self.resume:
             recorder.restore()
+        if self.parent_ticks:  # restarted mid-run: the run's clock is the one its parents kept (PROTOCOL.md)
+            recorder.continue_clock(max(self.parent_ticks.values()), cfg.env.num_envs)
+        if self.restarts:
+            recorder.log.write("restarted", restarts=self.restarts, ticks=recorder.ticks)
         self.clock = recorder.ticks
+        ordered = list(links.items())
+        wait = cfg.level_mode(1) == "lockstep"
+        inboxes = {c: Inbox(self.hub, link, wait) for c, link in ordered}
+        outboxes = {c: Outbox(self, link) for c, link in ordered}
+        self.boxes = {link: (outboxes[c], inboxes[c]) for c, link in ordered}
+        if self.restarts:  # rejoined mid-run: neutral actions until each parent's next decision tick (PROTOCOL.md)
+            for c, inbox in inboxes.items():
+                inbox.latest = level.instruction_space(c).zeros(cfg.env.num_envs)
         self.set_phase("running")
         reason = "interrupted"
         try:
             reports = level.reset(cfg.run.seed + recorder.ticks)  # a resumed run sees new episodes
             tick, stop = recorder.ticks, False  # the run's clock; continues on --resume
             start_tick = tick
-            ordered = list(links.items())
             periods = {c: self.plan.node(self.plan.parent[c]).period for c in links}
-            wait = cfg.level_mode(1) == "lockstep"
-            inboxes = {c: Inbox(self.hub, link, wait) for c, link in ordered}
-            outboxes = {c: Outbox(self, link) for c, link in ordered}
             while True:
                 steps = level.level0.env_steps
                 all_ended = bool(level.level0.pending_reset.all())
-                fresh = tick == start_tick
+                fresh = tick == start_tick and not self.restarts  # a restarted env joins its parents' clock
                 decides = {c: protocol.waits_for_down(fresh, tick, periods[c], all_ended) for c in links}
                 for child, _ in ordered:
                     outboxes[child].put(up_message(reports[child], tick, steps, stop), stop or decides[child])
@@ -451,6 +559,11 @@ class EnvActor(Actor):
             with closing():
                 recorder.close(reason)
                 env.close()
+
+
+    def on_rejoined(self, link: Link) -> None:
+        outbox, inbox = self.boxes[link]
+        outbox.rejoined(inbox)
 
 
 class AgentActor(Actor):
@@ -483,6 +596,9 @@ class AgentActor(Actor):
         recorder = NodeRecorder(self.run_dir, node, self.metrics, cfg.run.checkpoint_every_s)
         if self.resume:
             recorder.restore()
+        if self.restarts:  # restarted mid-run: the episodes in flight began before this process (cut, PROTOCOL.md)
+            node.cut[:] = True
+            recorder.log.write("restarted", restarts=self.restarts, ticks=node.ticks)
         self.clock = node.ticks
         self.set_phase("running")
         reason = "interrupted"
@@ -494,6 +610,47 @@ class AgentActor(Actor):
                 recorder.close(reason)
                 node.agent.close()
 
+    def on_rejoined(self, link: Link) -> None:
+        if isinstance(link, ParentLink):
+            self.outbox.rejoined(self.inbox)
+        else:
+            self.rejoined.add(link)
+            self.early.pop(link, None)
+
+    def read_children(self, children: list[ChildLink], tick: int,
+                      node: AgentNode) -> tuple[list[Message], bool]:
+        """The UP of every child for ``tick``: (messages in child order, whether a placeholder stood in for a
+        child). A restarted child resumes at the tick its own children are at, which may be ahead of this clock:
+        its UP waits here until this node reaches that tick, and placeholders stand in for it meanwhile
+        (PROTOCOL.md "Restarts")."""
+        while True:
+            need = [link for link in children if link not in self.early]
+            if need:
+                self.early.update(self.hub.recv_from_all(need, (Kind.UP,), None, "UP"))
+            behind = [link for link in children if link in self.rejoined and self.early[link].tick < tick]
+            if not behind:
+                break
+            for link in behind:  # cannot happen in lockstep; answer it so that it does not wait, read on
+                msg = self.early.pop(link)
+                self.hub.count_bad(link.peer, "tick", f"a rejoined {link.peer!r} sent UP for tick {msg.tick}, "
+                                   f"{self.name!r} is at tick {tick}")
+                self.send(link, protocol.down_message(node.split(node.held)[children.index(link)], msg.tick, None))
+        msgs: list[Message | None] = []
+        for link in children:
+            msg = self.early[link]
+            if link in self.rejoined:
+                if msg.tick > tick:
+                    msgs.append(None)
+                    continue
+                self.rejoined.discard(link)
+            del self.early[link]
+            msgs.append(msg)
+        real = next((m for m in msgs if m is not None), None)
+        filled = real is None or any(m is None for m in msgs)
+        out = [m if m is not None else placeholder_up(link, tick, real) for m, link in zip(msgs, children,
+                                                                                          strict=True)]
+        return out, filled
+
     def loop(self, node: AgentNode, children: list[ChildLink], parent_link: ParentLink | None,
              recorder: Any) -> str:
         hub, metrics, cfg = self.hub, self.metrics, self.cfg
@@ -501,14 +658,20 @@ class AgentActor(Actor):
         parent_period = self.plan.node(parent_link.peer).period if parent_link else 0
         inbox = Inbox(hub, parent_link, cfg.level_mode(level + 1) == "lockstep") if parent_link else None
         outbox = Outbox(self, parent_link) if parent_link else None
+        self.inbox, self.outbox = inbox, outbox
+        if inbox is not None and self.restarts:  # rejoined mid-run: a neutral instruction until the parent's next
+            inbox.latest = node.instruction_space.zeros(cfg.env.num_envs)  # decision tick (PROTOCOL.md)
+        self.rejoined: set[ChildLink] = set()
+        self.early: dict[ChildLink, Message] = {}
         children_wait = cfg.level_mode(level) == "lockstep"
         staleness = [0.0, 0.0, 0]  # sum of ticks, sum of seconds, count
         backlog = 0
         first = True
         while True:
             tick = self.clock = node.ticks  # the run's clock (continues on --resume); on_instruction advances it
-            ups = hub.recv_from_all(children, (Kind.UP,), None, "UP")
-            msgs = [ups[link] for link in children]
+            msgs, filled = self.read_children(children, tick, node)
+            if filled:  # ticks of a restarted child's subtree that nobody lived: this node's episodes are cut
+                node.cut[:] = True
             if first:
                 first = False
                 if msgs[0].tick != tick:  # resumed from a checkpoint older (or newer) than its children's
@@ -519,7 +682,8 @@ class AgentActor(Actor):
             env_steps = msgs[0].meta.get("e", 0)
             stop = any(m.meta.get("stop") for m in msgs)
             report = node.on_children([report_of(m) for m in msgs])
-            parent_decides = inbox is not None and not stop and node.decides_at(parent_period)
+            parent_decides = inbox is not None and not stop and node.decides_at(parent_period,
+                                                                                 joined=self.restarts > 0)
             # An async parent's answer is not awaited, so the children get their actions before the reports go
             # up (they are off the critical path). Lockstep, a stop, or the first instruction: reports first.
             report_late = inbox is not None and not (inbox.wait or stop or inbox.latest is None)
@@ -569,6 +733,33 @@ class AgentActor(Actor):
             recorder.after_tick(env_steps)
 
 
+def rejoinable_peers(cfg: config_mod.Config, plan: Plan, name: str) -> set[str]:
+    """The peers on this process's links that the supervisor restarts after a fault (their level's restart
+    policy is 'always'), so that this process waits for them to rejoin instead of exiting. None on several
+    hosts or with external processes: the launcher restarts only what it started itself."""
+    from tag_actors.run_metrics import process_links
+    from tag_actors.supervisor import restart_policy
+
+    if cfg.multi_host or cfg.placement.external:
+        return set()
+    peers, _served = process_links(plan, name)
+    return {p for p in peers
+            if restart_policy(cfg, plan.level_of(plan.process_of(p))) == "always"}
+
+
+def placeholder_up(link: Link, tick: int, like: Message | None) -> Message:
+    """The UP of a tick that a restarted child's subtree never lived (its clock resumed past this one): zero
+    message and reward, the flags of a sibling that did live it (none: no flags)."""
+    agreed = link.agreed[Kind.UP]
+    batch = agreed.batch
+    arrays = {name: np.zeros(shape, dtype) for (name, _, _), shape, dtype
+              in zip(agreed.specs, agreed.shapes, agreed.dtypes, strict=True)}
+    if like is not None:
+        arrays["f"] = like.arrays["f"]
+    return Message(Kind.UP, link.peer, tick=tick, batch=batch, arrays=arrays,
+                   meta={protocol.META_ENV_STEPS: like.meta.get(protocol.META_ENV_STEPS, 0) if like else 0})
+
+
 def write_failure(run_dir: Path, name: str, kind: str, message: str, **fields: Any) -> None:
     """Tell the launcher why this process is about to exit, before its sockets close and its neighbours notice:
     the launcher then names the cause (a crash, a signal), not the neighbours that only saw it vanish.
@@ -586,6 +777,11 @@ def write_failure(run_dir: Path, name: str, kind: str, message: str, **fields: A
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[-1:] == ["--spare"]:  # a warm spare for restarts (tag_actors.spare): preload, then become one
+        from tag_actors.spare import become
+
+        return become(Path(argv[0]))
     parser = argparse.ArgumentParser(description="run one process of a tag_actors run (started by the launcher)")
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("name")

@@ -71,15 +71,16 @@ class RunConfig:
     log_every_s: float = 2.0
     """Seconds between progress lines and status records."""
     restart: Literal["never", "always"] = "never"
-    """What a fault does: 'never' stops the run naming the process at fault; 'always' restarts the run from its
-    latest checkpoints (every process, Erlang's one_for_all) within max_restarts per restart_window_s. The env's
-    policy, and the default of every level (lN.restart)."""
+    """What a fault does: 'never' stops the run naming the process at fault; 'always' restarts that process alone
+    from its latest checkpoint while the others wait for it to rejoin (Erlang's one_for_one), within max_restarts
+    per restart_window_s. The env's policy, and the default of every level (lN.restart)."""
     max_restarts: int = 3
     """Restarts allowed within restart_window_s; one more stops the run (Erlang's restart intensity)."""
     restart_window_s: float = 300.0
     """The window of max_restarts."""
     restart_backoff_s: float = 1.0
-    """Wait before a restart; doubles with each restart still in the window (at most 30 s)."""
+    """Wait before the second restart in the window (the first is immediate); doubles with each further one (at
+    most 30 s)."""
     stall_timeout_s: float = 120.0
     """The launcher's stall watchdog: when no tick completes for this long while every process is up, it names who
     waits for whom and stops the run naming the stalled process (0: no watchdog). Must exceed log_every_s."""

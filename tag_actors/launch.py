@@ -8,6 +8,7 @@ event logs, and stops everyone cleanly on Ctrl-C, SIGTERM, or the first crash (n
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import os
@@ -28,7 +29,17 @@ from tag_actors.external import external_instructions, missing_externals
 from tag_actors.hosts import HandshakeWatch, remote_places
 from tag_actors.progress import RunWatcher
 from tag_actors.runlog import checkpoint_ticks, file_name, read_events, write_episodes_csv
-from tag_actors.supervisor import Blame, RestartBudget, Supervisor, restart_policy, terminate
+from tag_actors.spare import SPARE_ARG
+from tag_actors.supervisor import (
+    RESTARTS_ENV,
+    Blame,
+    RestartBudget,
+    Spawn,
+    Supervisor,
+    env_completed,
+    restart_policy,
+    terminate,
+)
 from tag_actors.topology import ENV, assign_endpoints, build_plan, host_address, host_of, remove_socket_dir
 
 
@@ -206,17 +217,32 @@ def actor_pids(run_dir: Path) -> dict[str, int]:
         except (OSError, IndexError):
             continue
         if "tag_actors.actor" in argv and len(argv) >= 2 and argv[-2] == str(run_dir) and state != "Z":
-            out[argv[-1]] = int(pid)
+            name = argv[-1]
+            if name == SPARE_ARG:  # a warm spare keeps its argv when it becomes a process: its state file names it
+                name = next((n for n, st in read_states(run_dir).items() if st.get("pid") == int(pid)), "spare")
+            out[name] = int(pid)
+    return out
+
+
+def read_states(run_dir: Path) -> dict[str, dict[str, Any]]:
+    out = {}
+    for path in (run_dir / "logs").glob("*.state.json"):
+        try:
+            st = json.loads(path.read_text())
+            out[st["name"]] = st
+        except (OSError, ValueError, KeyError):
+            continue
     return out
 
 
 def supervise(run_dir: Path, children: list[Child], watcher: RunWatcher | None, stall_timeout_s: float,
-              on_failure: Callable[[str, str], None] | None = None,
-              on_fault: Callable[[Blame], str] | None = None, hosts: HandshakeWatch | None = None) -> Supervisor:
-    """Wait for every child (showing progress and feeding the loggers through ``watcher``); on the first fault
-    name its cause (to ``on_failure(name, how)`` too) and stop the others, or restart them (``on_fault``
-    decides; see ``supervisor``). ``hosts``: on a run over hosts, say whom the handshakes wait for where, and
-    name a process of another host with its host."""
+              on_failure: Callable[[str, str], None] | None = None, spawn: Spawn | None = None,
+              restartable: Callable[[str], bool] = lambda name: False, budget: RestartBudget | None = None,
+              hosts: HandshakeWatch | None = None, on_fault: Callable[[Blame], str] | None = None) -> Supervisor:
+    """Wait for every child (showing progress and feeding the loggers through ``watcher``); on a fault name its
+    cause (to ``on_failure(name, how)`` too) and either restart that process alone through ``spawn`` (its
+    level's policy is 'always' and the budget allows) or stop the others (see ``supervisor``). ``hosts``: on a
+    run over hosts, say whom the handshakes wait for where, and name a process of another host with its host."""
 
     def poll() -> None:
         if watcher is not None:
@@ -224,27 +250,80 @@ def supervise(run_dir: Path, children: list[Child], watcher: RunWatcher | None, 
         if hosts is not None:
             hosts.poll()
 
-    supervisor = Supervisor(run_dir, children, stall_timeout_s, on_poll=poll, on_failure=on_failure,
-                            on_fault=on_fault,
+    supervisor = Supervisor(run_dir, children, stall_timeout_s, on_poll=poll, on_failure=on_failure, spawn=spawn,
+                            restartable=restartable, budget=budget, on_fault=on_fault,
                             remote=remote_places(hosts.cfg, hosts.plan, hosts.mine) if hosts else {})
     supervisor.run()
     return supervisor
 
 
+def start_child(run_dir: Path, name: str, restarts: int = 0) -> Child:
+    """Start process ``name`` (``restarts`` > 0: the supervisor starts it again; it resumes and rejoins)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env[RESTARTS_ENV] = str(restarts)
+    log_path = run_dir / "logs" / f"{file_name(name)}.log"
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "tag_actors.actor", str(run_dir), name], stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                start_new_session=True, preexec_fn=_set_parent_death_signal)
+    return Child(name, proc, log_path)
+
+
 def start_children(run_dir: Path, names: list[str]) -> list[Child]:
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
-    for stale in (run_dir / "logs").glob("*.failure.json"):  # a resumed or restarted run's old faults
+    for stale in (run_dir / "logs").glob("*.failure.json"):  # a resumed run's old faults
         stale.unlink(missing_ok=True)
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    children = []
-    for name in names:
-        log_path = run_dir / "logs" / f"{file_name(name)}.log"
-        with log_path.open("ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "tag_actors.actor", str(run_dir), name], stdout=log,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                    start_new_session=True, preexec_fn=_set_parent_death_signal)
-        children.append(Child(name, proc, log_path))
-    return children
+    return [start_child(run_dir, name) for name in names]
+
+
+class Spawner:
+    """The launcher's ``spawn(name) -> Child`` for the supervisor (``supervisor.Spawn``): it hands the name to a
+    warm spare that has already imported torch and the run's code (``tag_actors.spare``), and starts the next
+    spare; without a live spare it starts the process cold. Counts restarts per name."""
+
+    def __init__(self, run_dir: Path, warm: bool = True):
+        self.run_dir = run_dir
+        self.warm = warm
+        self.counts: dict[str, int] = {}
+        self.spare: subprocess.Popen | None = None
+        if warm:
+            self._start_spare()
+
+    def _start_spare(self) -> None:
+        env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        with (self.run_dir / "logs" / "spare.log").open("ab") as log:
+            self.spare = subprocess.Popen([sys.executable, "-m", "tag_actors.actor", str(self.run_dir), SPARE_ARG],
+                                          stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.PIPE, env=env,
+                                          start_new_session=True, preexec_fn=_set_parent_death_signal)
+
+    def __call__(self, name: str) -> Child:
+        self.counts[name] = self.counts.get(name, 0) + 1
+        spare, self.spare = self.spare, None
+        if spare is not None and spare.poll() is None and spare.stdin is not None:
+            try:
+                spare.stdin.write(f"{name} {self.counts[name]}\n".encode())
+                spare.stdin.close()
+                child = Child(name, spare, self.run_dir / "logs" / f"{file_name(name)}.log")
+            except BrokenPipeError:
+                child = start_child(self.run_dir, name, self.counts[name])
+        else:
+            child = start_child(self.run_dir, name, self.counts[name])
+        if self.warm:
+            self._start_spare()
+        return child
+
+    def close(self) -> None:
+        """End the unused spare (end of its input: it exits; killed if it does not within a few seconds)."""
+        spare, self.spare = self.spare, None
+        if spare is None:
+            return
+        with contextlib.suppress(OSError):
+            spare.stdin.close()
+        try:
+            spare.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            spare.kill()
+            spare.wait()
 
 
 def write_summary(run_dir: Path) -> Path:
@@ -332,41 +411,60 @@ def main(argv: list[str] | None = None) -> int:
     code = 130
     children: list[Child] = []
     budget = RestartBudget(cfg.run.max_restarts, cfg.run.restart_window_s, cfg.run.restart_backoff_s)
+
+    def restartable(name: str) -> bool:
+        """A fault of ``name`` is restarted when its level says 'always', on one host, with no external process
+        (the launcher restarts only what it started)."""
+        level = 0 if name == ENV else int(name[1:].split(".")[0])
+        return restart_policy(cfg, level) == "always" and not cfg.multi_host and not external
+
     delay: list[float | None] = [None]
 
-    def on_fault(blame: Blame) -> str:
-        """A fault: restart the run from its checkpoints if the faulty process's level allows it and the
+    def whole_run_fault(blame: Blame) -> str:
+        """The Ray backend's fault: restart the whole run from its checkpoints if the level allows it and the
         budget is not spent; otherwise stop."""
         delay[0] = None
-        level = 0 if blame.name == ENV else int(blame.name[1:].split(".")[0])
-        if restart_policy(cfg, level) != "always" or cfg.multi_host or external:  # others' processes: not ours
+        if not restartable(blame.name):
             return "stopping the run"
-        delay[0] = budget.next_delay()
+        delay[0] = budget.next_delay(blame.name)
         if delay[0] is None:
             return (f"stopping the run: {cfg.run.max_restarts} restarts within run.restart_window_s = "
                     f"{cfg.run.restart_window_s:.0f}s already")
         return (f"restarting the run from its checkpoints in {delay[0]:.1f}s (restart {budget.total + 1}; "
                 f"{len(budget.times) + 1} of {cfg.run.max_restarts} within {cfg.run.restart_window_s:.0f}s)")
 
+    spawner: Spawner | None = None
     try:
-        while True:
-            children = (backend.start(names) if backend else
-                        start_children(run_dir, [n for n in names if n not in external]))
+        if backend is not None:  # Ray: a restarted process may land on another node (new endpoints):
+            while True:          # the whole run restarts from its checkpoints (Erlang's one_for_all)
+                children = backend.start(names)
+                supervisor = supervise(run_dir, children, end.watcher, cfg.run.stall_timeout_s,
+                                       run_state.failed if run_state else None, hosts=host_watch(cfg, wiring, run_dir),
+                                       on_fault=whole_run_fault)
+                code = 1 if supervisor.blame else 0
+                if supervisor.blame is None or delay[0] is None:
+                    break
+                time.sleep(delay[0])
+                restarts = budget.spend(supervisor.blame.name)
+                remove_socket_dir(wiring["endpoints"], every_process_ended=True)
+                wiring = backend.prepare(resume=True, restarts=restarts,
+                                         launcher_port=wiring.get("launcher_metrics_port"))
+                if env_completed(run_dir):
+                    break
+        else:
+            children = start_children(run_dir, [n for n in names if n not in external])
+            if any(restartable(n) for n in names):
+                spawner = Spawner(run_dir)
             supervisor = supervise(run_dir, children, end.watcher, cfg.run.stall_timeout_s,
-                                   run_state.failed if run_state else None, on_fault, host_watch(cfg, wiring, run_dir))
+                                   run_state.failed if run_state else None, spawner, restartable, budget,
+                                   host_watch(cfg, wiring, run_dir))
+            children = supervisor.children
             code = 1 if supervisor.blame else 0
-            if supervisor.blame is None or delay[0] is None:
-                break
-            time.sleep(delay[0])
-            restarts = budget.spend()
-            remove_socket_dir(wiring["endpoints"], every_process_ended=True)
-            wiring = (backend or LocalRestart(cfg, run_dir, args.host)).prepare(
-                resume=True, restarts=restarts, launcher_port=wiring.get("launcher_metrics_port"))
-            if run_ended(run_dir, cfg):
-                break
     except KeyboardInterrupt:
         stop_on_interrupt(children)
     finally:
+        if spawner is not None:
+            spawner.close()
         if code == 1:
             for name in missing_externals(run_dir, external):
                 print(f"tag_actors: external process {name!r} did not join within run.startup_timeout_s = "
@@ -393,19 +491,6 @@ def host_watch(cfg: config_mod.Config, wiring: dict[str, Any], run_dir: Path) ->
     return HandshakeWatch(run_dir, cfg, plan, wiring["processes"])
 
 
-@dataclass
-class LocalRestart:
-    """The local backend's ``prepare`` (the Ray backend has its own: ``tag_actors.ray_backend``)."""
-
-    cfg: config_mod.Config
-    run_dir: Path
-    host: str | None
-
-    def prepare(self, resume: bool, restarts: int = 0, launcher_port: int | None = None) -> dict[str, Any]:
-        return prepare_run(self.cfg, self.run_dir, resume=resume, host=self.host, restarts=restarts,
-                           launcher_port=launcher_port)
-
-
 def ray_backend(cfg: config_mod.Config, run_dir: Path, args: argparse.Namespace) -> Any:
     """The Ray backend when ``--ray`` or ``run.backend = "ray"`` asks for it; None for local processes."""
     if args.ray is None and cfg.run.backend != "ray":
@@ -423,12 +508,6 @@ def ray_backend(cfg: config_mod.Config, run_dir: Path, args: argparse.Namespace)
     except ImportError as e:
         raise config_mod.ConfigError(f"the Ray backend needs Ray ({e}): pip install 'tag_actors[ray]'") from None
     return RayBackend(cfg, run_dir, args.ray)
-
-
-def run_ended(run_dir: Path, cfg: config_mod.Config) -> bool:
-    """Whether the env already completed its budget (a fault during the final stop needs no restart)."""
-    ends = [e for e in read_events(run_dir, ENV) if e["type"] == "end"]
-    return bool(ends) and ends[-1].get("env_steps", 0) >= cfg.run.total_env_steps
 
 
 def stop_on_interrupt(children: list[Child]) -> None:

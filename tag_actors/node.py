@@ -183,6 +183,9 @@ class AgentNode:
         self.ticks = 0
         self.decisions = 0
         self.updates = 0
+        self.cut = np.zeros(n, dtype=bool)
+        """Copies whose episode in flight is cut (a restart: its process, or a child's, lost ticks of it): its end
+        is not reported in ``finished``. A copy's next episode (its FIRST flag) is whole again."""
         self.finished: list[tuple[float, int]] = []
         """(return, length in env ticks) of the episodes that ended since the last ``pop_finished()``."""
         self.update_stats: list[dict[str, float]] = []
@@ -215,20 +218,22 @@ class AgentNode:
         self.episode_return[live] += reward[live]
         self.episode_tick[first] = 0
         self.episode_return[first] = 0.0
-        ended = head.terminated | head.truncated
+        self.cut[first] = False
+        ended = (head.terminated | head.truncated) & ~self.cut
         if ended.any():
             for b in np.flatnonzero(ended):
                 self.finished.append((float(self.episode_return[b]), int(self.episode_tick[b])))
         message = self.phi(parts, self.children_obs)
         return Report(message, reward, head.terminated, head.truncated, first)
 
-    def decides_at(self, period: int) -> bool:
+    def decides_at(self, period: int, joined: bool = False) -> bool:
         """Whether an agent with decision ``period`` decides this tick (valid after ``on_children``): the decision
         clock of PROTOCOL.md §9.1. A child and its parent compute the same answer from the same tick count and
         flags, so when the parent does not decide the child keeps its instruction without waiting for one:
-        lockstep stays exact, and the round trip up the tree is paid only on the parent's decision ticks."""
+        lockstep stays exact, and the round trip up the tree is paid only on the parent's decision ticks.
+        ``joined``: this process was restarted and rejoined a parent mid-run, whose clock is not fresh."""
         terminated, truncated, _ = self._flags
-        return waits_for_down(self.fresh, self.ticks, period, bool(np.all(terminated | truncated)))
+        return waits_for_down(self.fresh and not joined, self.ticks, period, bool(np.all(terminated | truncated)))
 
     def observation(self, instruction: np.ndarray | None) -> np.ndarray:
         parts = [self.children_obs if self.selected is None else self.children_obs[:, self.selected]]

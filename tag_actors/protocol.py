@@ -73,6 +73,9 @@ META_ENV_STEPS, META_STOP, META_SENT_AT = "e", "stop", "ts"
 MODES = ("lockstep", "async")
 
 HELLO_KEYS = ("schema", "caps", "child", "num_envs", "instruction_space", "period", "mode")
+HELLO_TICK = "tick"
+"""Optional HELLO field (PROTOCOL.md "Restarts"): a parent that re-greets a restarted child mid-run says which
+tick it expects next; a restarted env continues the run's clock from it."""
 WELCOME_KEYS = ("schema", "caps", "num_envs", "message_space", "instruction_space", "info")
 
 SCHEMA: dict[str, Any] = {
@@ -292,6 +295,8 @@ class Hello:
     schema: str = SCHEMA_HASH
     fp: dict[str, str] | None = None
     """§8.6: fingerprints of the parent's config and keys (sent only with capability 'fp')."""
+    tick: int | None = None
+    """Only when re-greeting a restarted child mid-run: the tick this parent expects next (``HELLO_TICK``)."""
 
     def to_message(self) -> Message:
         meta = {"schema": self.schema, "caps": list(self.caps), "child": self.child, "num_envs": self.num_envs,
@@ -299,6 +304,8 @@ class Hello:
                 "period": self.period, "mode": self.mode}
         if self.fp is not None and "fp" in self.caps:
             meta["fp"] = dict(self.fp)
+        if self.tick is not None:
+            meta[HELLO_TICK] = self.tick
         return Message(Kind.HELLO, self.parent, batch=self.num_envs, meta=meta)
 
     @classmethod
@@ -314,9 +321,13 @@ class Hello:
                                  "period")
         if mode not in MODES:
             raise HandshakeError(f"HELLO from {msg.sender!r}: mode must be one of {MODES}, got {mode!r}", "mode")
+        tick = m.get(HELLO_TICK)
+        if tick is not None and (type(tick) is not int or tick < 0):
+            raise HandshakeError(f"HELLO from {msg.sender!r}: tick must be an integer >= 0, got {tick!r}",
+                                 HELLO_TICK)
         return cls(msg.sender, child, num_envs,
                    _space(msg, "instruction_space") if space is not None else None,
-                   period, mode, _caps(msg), str(m["schema"]), _fp(msg))
+                   period, mode, _caps(msg), str(m["schema"]), _fp(msg), tick)
 
 
 @dataclass

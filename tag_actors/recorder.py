@@ -86,6 +86,15 @@ class EnvRecorder:
             self.last_steps = self.level0.env_steps
             self.log.write("resumed", ticks=self.ticks, env_steps=self.level0.env_steps)
 
+    def continue_clock(self, tick: int, num_envs: int) -> None:
+        """A restarted env takes the run's clock from its parents (they kept ticking it; its checkpoint is older).
+        The env steps of the ticks since the checkpoint are counted as ``num_envs`` each (every copy stepped)."""
+        if tick > self.ticks:
+            self.level0.env_steps += (tick - self.ticks) * num_envs
+            self.last_steps = self.level0.env_steps
+        self.log.write("clock", checkpoint_tick=self.ticks, run_tick=tick, env_steps=self.level0.env_steps)
+        self.ticks = tick
+
     def after_tick(self) -> None:
         self.ticks += 1
         finished = self.level0.pop_finished() if self.level0.finished_episodes else ()

@@ -15,6 +15,24 @@ The launcher wires a run and hands its children to ``Supervisor``. Faults it not
 
 Every report gives the exit code or signal and the last lines of the named process's log (``procs``). Erlang/OTP's
 supervisors are the model: the supervisor alone decides what a fault means; workers only report what they saw.
+
+What a fault leads to is the named process's level's policy (``restart_policy``: ``lN.restart``, else
+``run.restart``). ``"never"`` stops the run. ``"always"`` restarts **that process alone** (Erlang's
+``one_for_one``), within ``RestartBudget`` (``run.max_restarts`` per ``run.restart_window_s``, backoff from the
+second restart in the window): whatever is left of it is killed (a stopped or stalled process cannot checkpoint),
+and ``spawn(name) -> Child`` starts it again. The new process resumes from its latest checkpoint and rejoins its
+neighbours with a new handshake; they held their links open for it (PROTOCOL.md §16). Lockstep across a restart:
+
+- the tick in flight is sent again to the rejoined process (a child re-sends the UP its parent must answer); the
+  ticks a restarted subtree did not live reach its parent as placeholders;
+- the restarted agent's episodes in flight are cut (not in episodes.csv, not learned from: its learner starts
+  collecting afresh), and so are its parent's when placeholders stood in; nobody else's;
+- the env's counters continue: a restarted env takes the run's tick from its parents' HELLOs (its checkpoint is
+  older) and starts new episodes in every copy (its simulator state is gone).
+
+``spawn`` is the seam for other backends: it returns anything with ``.name``, ``.log_path`` and a Popen-like
+``.proc`` (``poll``, ``returncode``, ``pid``, ``send_signal``, ``kill``, ``wait``). The launcher's
+(``launch.Spawner``) hands the name to a warm spare that has already imported torch and the run's code.
 """
 
 from __future__ import annotations
@@ -22,7 +40,6 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -40,12 +57,33 @@ GRACE_S = 10.0
 STOPPED_AFTER_S = 1.0
 """A process seen stopped (state T) this long is a fault (a shorter stop may be a debugger stepping)."""
 POLL_S = 0.1
+RESTARTS_ENV = "TAG_ACTORS_RESTARTS"
+"""Set by the launcher in a process it restarts: how many times it has (the process then resumes from its
+checkpoint, rejoins its neighbours and counts tag_process_restarts_total)."""
+
+
+class PopenLike(Protocol):
+    """What the supervisor needs of a process: ``subprocess.Popen``, or an adapter for another backend's worker
+    (a Ray actor) that answers the same calls."""
+
+    pid: int
+    returncode: int | None
+
+    def poll(self) -> int | None: ...
+    def send_signal(self, sig: int) -> None: ...
+    def kill(self) -> None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
 
 
 class ChildProcess(Protocol):
     name: str
-    proc: subprocess.Popen
+    proc: PopenLike
     log_path: Path
+
+
+Spawn = Callable[[str], ChildProcess]
+"""``spawn(name) -> Child``: start process ``name`` again (the launcher's, or another backend's). The new process
+resumes from its checkpoint and rejoins its neighbours (PROTOCOL.md "Restarts")."""
 
 
 def process_state(pid: int) -> str:
@@ -162,6 +200,18 @@ def blame_exits(run_dir: Path, children: list[ChildProcess], stopped: dict[str, 
     return Blame(first.name, describe_exit(first.proc.returncode), notes)
 
 
+def env_completed(run_dir: Path) -> bool:
+    """Whether the env has ended its run (its budget done): a fault now needs no restart, nobody would rejoin."""
+    path = run_dir / "events" / "env.jsonl"
+    try:
+        with path.open("rb") as f:
+            f.seek(max(0, path.stat().st_size - 4096))
+            tail = f.read().decode(errors="replace")
+    except OSError:
+        return False
+    return '"type":"end"' in tail.replace(" ", "") and '"reason":"completed"' in tail.replace(" ", "")
+
+
 def wait_chain(run_dir: Path, names: list[str], start: str) -> tuple[list[str], str, list[str]]:
     """Follow who waits for whom from ``start``: (the chain of names, the one at its end, lines describing each
     step). The end is a process that waits for nobody, or the first one seen twice (a cycle: a deadlock)."""
@@ -227,39 +277,90 @@ class Supervisor:
     """Called every poll (the launcher's progress lines)."""
     on_failure: Callable[[str, str], None] | None = None
     """Told (name, how) of the fault found (the launcher's run-state metrics)."""
-    on_fault: Callable[[Blame], str] | None = None
-    """Decides what a fault leads to and says it ('stopping the run', 'restarting the run ...')."""
     remote: dict[str, str] = field(default_factory=dict)
     """The processes other hosts run, with their host (see ``blame_exits``)."""
+    spawn: Spawn | None = None
+    """Restarts one process (one_for_one); None: every fault stops the run."""
+    restartable: Callable[[str], bool] = lambda name: False
+    """Whether a fault of process ``name`` is met with a restart (its level's restart policy is 'always')."""
+    budget: RestartBudget | None = None
+    on_fault: Callable[[Blame], str] | None = None
+    """For a fault not restarted here: says what it leads to (the Ray backend restarts the whole run)."""
+    on_restart: Callable[[str, int], None] | None = None
+    """Told (name, its restarts so far) after each restart (the launcher's metrics)."""
     stopped_since: dict[str, float] = field(default_factory=dict)
     blame: Blame | None = None
     """The fault that ended ``run`` (None: every child finished)."""
+    restarts: list[tuple[float, str, str]] = field(default_factory=list)
+    """(wall time the fault was seen, process, how) of every restart."""
 
     def __post_init__(self) -> None:
         self.stall = StallWatch(self.run_dir, self.stall_timeout_s)
 
     def run(self) -> int:
-        """0 when every child finished; 1 after a fault (reported on stderr, every child stopped)."""
+        """0 when every child finished; 1 after a fault that is not restarted (reported on stderr, every child
+        stopped). A restartable fault restarts that process alone while the others wait for it (``restart``)."""
         while True:
             blame = self.check()
-            if blame is not None:
+            if blame is not None and not self.restart(blame):
                 self.blame = blame
-                self.report(blame, self.on_fault(blame) if self.on_fault else "stopping the run")
                 if self.on_failure is not None:
                     self.on_failure(blame.name, blame.how)
                 terminate(self.children)
                 return 1
-            if all(c.proc.poll() is not None for c in self.children):
+            if blame is None and all(c.proc.poll() is not None for c in self.children):
                 return 0
             if self.on_poll:
                 self.on_poll()
             time.sleep(POLL_S)
 
+    def restart(self, blame: Blame) -> bool:
+        """Erlang's one_for_one: kill what is left of the named process (stopped or stalled), start it again
+        through ``spawn`` after the budget's backoff, and let its neighbours (which hold their links open for it)
+        greet it. False, after reporting why, when the fault is not restarted: the policy says 'never', the budget
+        is spent, or another process failed too (a neighbour that gave up waiting: the run is beyond repair)."""
+        culprit = next((c for c in self.children if c.name == blame.name), None)
+        others = [c for c in self.children if c is not culprit and c.proc.poll() not in (None, 0)]
+        action = "stopping the run"
+        delay = None
+        if culprit is None or self.spawn is None or self.budget is None or not self.restartable(blame.name):
+            pass
+        elif others:
+            action = f"stopping the run ({', '.join(repr(c.name) for c in others)} failed too)"
+        elif env_completed(self.run_dir):
+            action = "not restarted: the run has completed its budget and is stopping"
+        elif (delay := self.budget.next_delay()) is None:
+            action = (f"stopping the run: {self.budget.max_restarts} restarts within {self.budget.window_s:.0f}s "
+                      "already (run.max_restarts, run.restart_window_s)")
+        if delay is None:
+            self.report(blame, self.on_fault(blame) if self.on_fault else action)
+            return False
+        seen = time.time()
+        self.report(blame, f"restarting it alone from its checkpoint{f' in {delay:.1f}s' if delay else ''} "
+                    f"(restart {self.budget.total + 1}; {len(self.budget.times) + 1} of {self.budget.max_restarts} "
+                    f"within {self.budget.window_s:.0f}s); the others wait for it to rejoin")
+        if culprit.proc.poll() is None:  # stopped or stalled: it cannot checkpoint; its last checkpoint it is
+            with contextlib.suppress(ProcessLookupError):
+                culprit.proc.kill()
+        culprit.proc.wait()
+        time.sleep(delay)
+        self.budget.spend()
+        (self.run_dir / "logs" / f"{file_name(blame.name)}.failure.json").unlink(missing_ok=True)
+        self.children[self.children.index(culprit)] = self.spawn(blame.name)
+        self.stopped_since.pop(blame.name, None)
+        self.stall = StallWatch(self.run_dir, self.stall_timeout_s)
+        self.restarts.append((seen, blame.name, blame.how))
+        if self.on_restart is not None:
+            self.on_restart(blame.name, sum(1 for _, n, _ in self.restarts if n == blame.name))
+        return True
+
     def check(self) -> Blame | None:
         """A fault seen now, named; None while all is well."""
         now = time.monotonic()
-        if any(c.proc.poll() not in (None, 0) for c in self.children):
-            self._settle()
+        exited = [c for c in self.children if c.proc.poll() not in (None, 0)]
+        if exited:
+            if not (len(exited) == 1 and exited[0].proc.returncode < 0 and self.restartable(exited[0].name)):
+                self._settle()  # a process killed outright under a restart policy is the cause: no settling
             return blame_exits(self.run_dir, self.children, self._stopped_now(), self.remote)
         stopped = self._stopped_now()
         if any(now - since >= STOPPED_AFTER_S for since in self.stopped_since.values()):
@@ -339,8 +440,9 @@ def restart_policy(cfg: Any, level: int) -> str:
 
 @dataclass
 class RestartBudget:
-    """Erlang's restart intensity: at most ``max_restarts`` within ``window_s``; each restart still in the
-    window doubles the wait before the next (from ``backoff_s``, at most 30 s)."""
+    """Erlang's restart intensity: at most ``max_restarts`` within ``window_s``. The first restart in the window
+    is immediate (a single crash costs no wait); each further one waits ``backoff_s``, doubled for every earlier
+    restart still in the window (at most 30 s), so a process that keeps crashing does not spin."""
 
     max_restarts: int
     window_s: float
@@ -354,7 +456,9 @@ class RestartBudget:
         self.times = [t for t in self.times if now - t < self.window_s]
         if len(self.times) >= self.max_restarts:
             return None
-        return min(30.0, self.backoff_s * 2 ** len(self.times)) if self.backoff_s else 0.0
+        if not self.times or not self.backoff_s:
+            return 0.0
+        return min(30.0, self.backoff_s * 2 ** (len(self.times) - 1))
 
     def spend(self, now: float | None = None) -> int:
         self.times.append(time.monotonic() if now is None else now)

@@ -62,11 +62,15 @@ ZERO_COPY_BYTES = 256 * 1024
 
 
 class PeerLost(RuntimeError):
-    """A peer went away (process died, host unreachable); ``peer`` names it."""
+    """A peer went away (process died, host unreachable); ``peer`` names it, ``link`` is this end's link to it.
+    ``hello``: the HELLO a restarted parent sent on a link that was still open (PROTOCOL.md "Restarts"): the
+    peer is back already, and that HELLO opens the new handshake."""
 
-    def __init__(self, peer: str, why: str):
+    def __init__(self, peer: str, why: str, link: Link | None = None, hello: Message | None = None):
         super().__init__(f"peer {peer!r} {why}")
         self.peer = peer
+        self.link = link
+        self.hello = hello
 
 
 class LinkTimeout(TimeoutError):
@@ -129,6 +133,13 @@ class Link:
         """The frames of one pending message, or None if it was not for us (dropped and counted)."""
         return self.sock.recv_multipart()
 
+    def forget_peer(self) -> None:
+        """The peer is gone for good or is being replaced (a restart): nothing agreed with it holds any more."""
+        self.established = False
+        self.agreed = None
+        self.caps = frozenset()
+        self.suspect_since = None
+
     def close(self) -> None:
         if self.sock.closed:
             return
@@ -152,10 +163,11 @@ class ParentLink(Link):
             self.sock.send_multipart([self._identity, *frames], copy=not zero_copy)
         except zmq.Again:
             raise PeerLost(self.peer, f"has not read from {self.me!r} for {self.sock.sndtimeo / 1000:.0f}s "
-                           f"({QUEUE_LIMIT} messages queued)") from None
+                           f"({QUEUE_LIMIT} messages queued)", self) from None
         except zmq.ZMQError as e:
             if e.errno == zmq.EHOSTUNREACH:
-                raise PeerLost(self.peer, f"is no longer connected to {self.me!r} ({self.endpoint})") from None
+                raise PeerLost(self.peer, f"is no longer connected to {self.me!r} ({self.endpoint})",
+                               self) from None
             raise
 
     def _recv_frames(self) -> list | None:
@@ -213,6 +225,12 @@ class Hub:
         self._auth = None
         self._last_log = 0.0
         self._reported_wait = False
+        self.on_peer_lost: Callable[[PeerLost], None] | None = None
+        """Called instead of raising PeerLost inside a wait (``recv_from_all``, ``drain``): a process whose peers
+        a supervisor restarts waits there for the peer to rejoin, then the wait goes on (or it raises)."""
+        self.rejoinable: set[str] = set()
+        """Peers that a supervisor restarts (PROTOCOL.md "Restarts"): a HELLO from one of them on an open link
+        is its rejoin, not a stray message."""
 
     # --- building ------------------------------------------------------------------------------------------
 
@@ -252,6 +270,8 @@ class Hub:
         process name; the env process serves one link per env agent)."""
         sock = self._socket(zmq.ROUTER)
         sock.router_mandatory = 1
+        # a restarted parent reconnects with the same identity while the dead connection may linger: it wins
+        sock.router_handover = 1
         sock.sndtimeo = int(self.peer_timeout_s * 1000)
         if self.security:
             self._start_auth()
@@ -267,6 +287,25 @@ class Hub:
 
     def connect_child(self, endpoint: str, child: str) -> ChildLink:
         """Connect to a child's endpoint; messages queue until the child is up."""
+        return self._register(ChildLink(self, self._dealer(endpoint, child), self.name, child,  # type: ignore
+                                        endpoint))
+
+    def reconnect_child(self, link: ChildLink) -> None:
+        """A fresh socket for a child that is being restarted (PROTOCOL.md "Restarts"): what was queued for the
+        dead process is dropped with the old socket, and the link object (held by the caller's tick loop) stays
+        the same."""
+        del self._by_socket[link.sock], self._by_socket[link.monitor]
+        link.close()
+        link.forget_peer()
+        link.sock = self._dealer(link.endpoint, link.peer)
+        link.monitor = link.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED | _HANDSHAKE_FAILED)
+        link.send_seq = 0
+        link.failed_handshakes = 0
+        self._by_socket[link.sock] = link
+        self._by_socket[link.monitor] = link
+        self._pollers.clear()
+
+    def _dealer(self, endpoint: str, child: str) -> zmq.Socket:
         sock = self._socket(zmq.DEALER)
         sock.identity = self.name.encode()
         if self.security:
@@ -277,7 +316,7 @@ class Hub:
             except KeyError:
                 raise ValueError(f"no CURVE server key for child {child!r} of {self.name!r}") from None
         sock.connect(endpoint)
-        return self._register(ChildLink(self, sock, self.name, child, endpoint))  # type: ignore[return-value]
+        return sock
 
     def _start_auth(self) -> None:
         if self._auth is not None:
@@ -341,7 +380,7 @@ class Hub:
             else:
                 gone = True
             if gone:
-                raise PeerLost(link.peer, f"disconnected from {link.me!r} ({link.endpoint})")
+                raise PeerLost(link.peer, f"disconnected from {link.me!r} ({link.endpoint})", link)
             if now - link.suspect_since > 0.5:
                 link.suspect_since = None
 
@@ -398,6 +437,9 @@ class Hub:
         if msg.sender != link.peer:
             self.count_bad(link.peer, "sender", f"message signed {msg.sender!r} on the link to {link.peer!r}")
             return None
+        if msg.kind == Kind.HELLO and link.established and link.peer in self.rejoinable:
+            # a restarted parent, back before its old connection's end was noticed (ROUTER_HANDOVER)
+            raise PeerLost(link.peer, f"came back to {link.me!r} (restarted)", link, hello=msg)
         if link.agreed is None:
             try:
                 check_tick_message(msg)
@@ -415,7 +457,13 @@ class Hub:
         """Every message already waiting on ``link``, without blocking; other kinds are counted 'unexpected'."""
         out = []
         while self.pending(link):
-            msg = self.try_recv(link)
+            try:
+                msg = self.try_recv(link)
+            except PeerLost as e:
+                if self.on_peer_lost is None:
+                    raise
+                self.on_peer_lost(e)
+                continue
             if msg is None:
                 continue
             if msg.kind in kinds:
@@ -448,21 +496,16 @@ class Hub:
                        timeout_s: float | None, deadline: float | None, what: str,
                        started: float) -> dict[Link, Message]:
         while True:
-            for link in tuple(pending):
-                while self.pending(link):
-                    msg = self.try_recv(link)
-                    if msg is None:
-                        continue
-                    if msg.kind not in kinds:
-                        self.count_bad(link.peer, "unexpected", f"{msg.kind.name} while awaiting "
-                                       f"{'/'.join(k.name for k in kinds)}")
-                        continue
-                    got[link] = msg
-                    pending.remove(link)
-                    break
-            if not pending:
-                return got
-            self.check_peers(lk for lk in self.links if lk not in got)
+            try:
+                self._read_pending(pending, got, kinds)
+                if not pending:
+                    return got
+                self.check_peers(lk for lk in self.links if lk not in got)
+            except PeerLost as e:
+                if self.on_peer_lost is None:
+                    raise
+                self.on_peer_lost(e)  # back (a new handshake), or it raises: the wait goes on
+                continue
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 names = ", ".join(sorted(link.peer for link in pending))
@@ -475,6 +518,20 @@ class Hub:
             if self.on_wait is not None and not self._reported_wait:
                 remaining = WAIT_REPORT_AFTER_S if remaining is None else min(remaining, WAIT_REPORT_AFTER_S)
             self.wait(pending, remaining)
+
+    def _read_pending(self, pending: list[Link], got: dict[Link, Message], kinds: tuple[Kind, ...]) -> None:
+        for link in tuple(pending):
+            while self.pending(link):
+                msg = self.try_recv(link)
+                if msg is None:
+                    continue
+                if msg.kind not in kinds:
+                    self.count_bad(link.peer, "unexpected", f"{msg.kind.name} while awaiting "
+                                   f"{'/'.join(k.name for k in kinds)}")
+                    continue
+                got[link] = msg
+                pending.remove(link)
+                break
 
     def close(self) -> None:
         if self.ctx.closed:

@@ -17,7 +17,7 @@ import pytest
 import zmq
 from conftest import descendants_alive, env_steps, wait_for
 
-from tag_actors.runlog import read_events, write_state
+from tag_actors.runlog import write_state
 from tag_actors.supervisor import blame_exits, wait_chain
 from tag_actors.transport import PROBE_EVERY_S, Hub
 from tag_actors.wire import Kind, Message, decode, encode
@@ -257,49 +257,7 @@ def test_garbage_on_a_raw_tcp_connection_is_counted_as_protocol(zctx, free_port)
         hub.close()
 
 
-# --- restart ---------------------------------------------------------------------------------------------------
-
-
-def test_restart_budget_is_an_intensity_with_backoff():
-    from tag_actors.supervisor import RestartBudget
-
-    budget = RestartBudget(max_restarts=2, window_s=10.0, backoff_s=1.0)
-    assert budget.next_delay(0.0) == 1.0
-    budget.spend(0.0)
-    assert budget.next_delay(1.0) == 2.0
-    budget.spend(1.0)
-    assert budget.next_delay(2.0) is None  # two within 10 s: give up
-    assert budget.next_delay(10.5) == 2.0  # the first has left the window
-    assert budget.total == 2
-
-
-@pytest.mark.slow
-def test_killed_agent_is_restarted_and_the_run_completes(launch, tmp_path):
-    """run.restart = 'always': kill -9 of l2.0 restarts the run from its checkpoints (every process, one_for_all);
-    the run completes its budget, l2.0 takes the run's clock from its children, and episodes.csv has rows from
-    before and after the restart."""
-    run_dir = tmp_path / "run"
-    proc = launch.start("configs/balance_random.toml", "--quiet", "--run-dir", str(run_dir), *SMALL,
-                        "--set", "run.total_env_steps=6000", "--set", "run.restart=always",
-                        "--set", "run.checkpoint_every_s=0.5")
-    wait_for(lambda: env_steps(run_dir) > 300, 90, "the run to make progress")
-    os.kill(descendants_alive(run_dir)["l2.0"], signal.SIGKILL)
-    _, err = proc.communicate(timeout=240)
-    assert proc.returncode == 0, err
-    assert "process 'l2.0' failed (killed by SIGKILL); restarting the run from its checkpoints" in err, err
-    env_events = read_events(run_dir, "env")
-    assert [e["reason"] for e in env_events if e["type"] == "end"] == ["interrupted", "completed"]
-    assert [e for e in env_events if e["type"] == "end"][-1]["env_steps"] >= 6000
-    assert any(e["type"] == "resumed" for e in read_events(run_dir, "l2.0")) or any(
-        e["type"] == "clock" for e in read_events(run_dir, "l2.0"))
-    plan = json.loads((run_dir / "plan.json").read_text())
-    assert plan["restarts"] == 1 and plan["resume"] is True
-    rows = list(csv.DictReader((run_dir / "episodes.csv").open()))
-    assert rows and int(rows[-1]["env_steps"]) > env_steps_at_restart(env_events)
-
-
-def env_steps_at_restart(env_events: list[dict]) -> int:
-    return next(e["env_steps"] for e in env_events if e["type"] == "resumed")
+# --- restart (the restarts themselves: tests/test_restart.py) ---------------------------------------------------
 
 
 def test_restart_policy_never_is_the_default_and_levels_override(tmp_path):
@@ -310,34 +268,6 @@ def test_restart_policy_never_is_the_default_and_levels_override(tmp_path):
     assert [restart_policy(cfg, lv) for lv in (0, 1, 2, 3)] == ["never", "never", "always", "never"]
     with pytest.raises(config_mod.ConfigError, match="l1.restart: input should be '', 'never' or 'always'"):
         config_mod.load(Path("configs/balance_random.toml"), ["l1.restart=sometimes"])
-
-
-@pytest.mark.slow
-def test_restarted_processes_report_their_restarts(launch, tmp_path):
-    """After a restart every process serves tag_process_restarts_total = 1 (what TagProcessRestarted reads)."""
-    import urllib.request
-
-    run_dir = tmp_path / "run"
-    proc = launch.start("configs/balance_random.toml", "--quiet", "--run-dir", str(run_dir), *SMALL, *FOREVER,
-                        "--set", "run.metrics=true", "--set", "run.restart=always")
-    wait_for(lambda: env_steps(run_dir) > 300, 90, "the run to make progress")
-    os.kill(descendants_alive(run_dir)["l1.2"], signal.SIGKILL)
-    wait_for(lambda: json.loads((run_dir / "plan.json").read_text()).get("restarts") == 1, 60, "the restart")
-    plan = json.loads((run_dir / "plan.json").read_text())
-
-    def restarts_served(name: str) -> float | None:
-        try:
-            url = f"http://127.0.0.1:{plan['metrics_ports'][name]}/metrics"
-            text = urllib.request.urlopen(url, timeout=2).read().decode()
-        except OSError:
-            return None
-        lines = [ln for ln in text.splitlines() if ln.startswith("tag_process_restarts_total")]
-        return float(lines[0].rsplit(" ", 1)[1]) if lines else None
-
-    for name in ("env", "l1.2", "l3.0"):
-        wait_for(lambda n=name: restarts_served(n) == 1.0, 60, f"{name} serving its restart count")
-    proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=60)
 
 
 def test_checkpoints_hold_numpy_arrays_but_never_code(tmp_path):

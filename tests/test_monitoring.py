@@ -489,7 +489,7 @@ ALERTS_ALLOWED_EMPTY = {
     "TagLevelStalled": "every level ticks",
     "TagRewardNotImproving": "needs 40+ minutes of run (compares with 30 minutes earlier)",
     "TagCheckpointTooOld": "needs a checkpoint older than 600 s",
-    "TagProcessRestarted": "nothing restarts a process (the launcher stops the run on a crash)",
+    "TagProcessRestarted": "these runs restart nothing (run.restart = 'never'); tests/test_restart.py raises it",
 }
 
 
