@@ -199,13 +199,15 @@ class Outbox:
                 self.actor.rejoin(e)
 
     def rejoined(self, inbox: Inbox | None) -> None:
-        """The parent is back (a new handshake): resend the report it must answer, or send only the newest."""
-        if not self.held and inbox is not None and inbox.awaiting is not None and self.last_sent is not None:
-            self.held.append(self.last_sent)
+        """The parent is back (a new handshake). If the DOWN answering the last report sent is still owed (this
+        child waits for it now, or will once it gets there), send that report again now; otherwise the next flush
+        sends only the newest report."""
         self.resync = True
-        if not self.held or not (inbox is not None and inbox.awaiting is not None):
-            return
-        self.flush()
+        owed = (not self.held and inbox is not None and self.last_sent is not None
+                and inbox.tick < self.last_sent.tick)
+        if owed:
+            self.held.append(self.last_sent)
+            self.flush()
 
 
 def pin_cpus(policy: str, is_env: bool, env_on_this_host: bool) -> set[int] | None:
@@ -625,16 +627,20 @@ class AgentActor(Actor):
         (PROTOCOL.md "Restarts")."""
         while True:
             need = [link for link in children if link not in self.early]
-            if need:
-                self.early.update(self.hub.recv_from_all(need, (Kind.UP,), None, "UP"))
-            behind = [link for link in children if link in self.rejoined and self.early[link].tick < tick]
-            if not behind:
-                break
-            for link in behind:  # cannot happen in lockstep; answer it so that it does not wait, read on
+            first_ups = [link for link in need if link in self.rejoined]
+            if first_ups or need:  # a rejoined child's first UP first: it may be for a tick already done here
+                self.early.update(self.hub.recv_from_all(first_ups or need, (Kind.UP,), None, "UP"))
+            behind = [link for link in children if link in self.rejoined and link in self.early
+                      and self.early[link].tick < tick]
+            for link in behind:
+                # the child died waiting for the DOWN of a tick this node has done (its UP of that tick came
+                # before): that DOWN again, and the UP dropped (it is in this node's books already)
                 msg = self.early.pop(link)
-                self.hub.count_bad(link.peer, "tick", f"a rejoined {link.peer!r} sent UP for tick {msg.tick}, "
-                                   f"{self.name!r} is at tick {tick}")
+                log.info("rejoined %r resumes at tick %d, %r is at tick %d: sending it that tick's DOWN again",
+                         link.peer, msg.tick, self.name, tick)
                 self.send(link, protocol.down_message(node.split(node.held)[children.index(link)], msg.tick, None))
+            if not behind and all(link in self.early for link in children):
+                break
         msgs: list[Message | None] = []
         for link in children:
             msg = self.early[link]
@@ -669,6 +675,8 @@ class AgentActor(Actor):
         first = True
         while True:
             tick = self.clock = node.ticks  # the run's clock (continues on --resume); on_instruction advances it
+            if first:  # this process's first tick takes the clock from its children, whoever rejoined meanwhile
+                self.rejoined.clear()
             msgs, filled = self.read_children(children, tick, node)
             if filled:  # ticks of a restarted child's subtree that nobody lived: this node's episodes are cut
                 node.cut[:] = True
@@ -714,6 +722,8 @@ class AgentActor(Actor):
             if node.decided:  # otherwise the children keep what they hold without asking (§9.1)
                 now = time.time()
                 for link, action in zip(children, actions, strict=True):
+                    if link in self.rejoined:  # a placeholder stood in: that child did not live this tick
+                        continue
                     self.send(link, protocol.down_message(action, tick, now if "ts" in link.caps else None))
                 if inbox is not None:
                     age_ticks, age_s = tick - inbox.tick, now - inbox.sent_at

@@ -29,7 +29,7 @@ from tag_actors.external import external_instructions, missing_externals
 from tag_actors.hosts import HandshakeWatch, remote_places
 from tag_actors.progress import RunWatcher
 from tag_actors.runlog import checkpoint_ticks, file_name, read_events, write_episodes_csv
-from tag_actors.spare import SPARE_ARG
+from tag_actors.spare import SPARE_ARG, SPARE_DELAY_ENV
 from tag_actors.supervisor import (
     RESTARTS_ENV,
     Blame,
@@ -276,6 +276,10 @@ def start_children(run_dir: Path, names: list[str]) -> list[Child]:
     return [start_child(run_dir, name) for name in names]
 
 
+SPARE_AFTER_RESTART_S = 3.0
+"""The next spare starts importing this long after a restart, leaving the CPU to the restarted process."""
+
+
 class Spawner:
     """The launcher's ``spawn(name) -> Child`` for the supervisor (``supervisor.Spawn``): it hands the name to a
     warm spare that has already imported torch and the run's code (``tag_actors.spare``), and starts the next
@@ -289,8 +293,9 @@ class Spawner:
         if warm:
             self._start_spare()
 
-    def _start_spare(self) -> None:
+    def _start_spare(self, delay_s: float = 0.0) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        env[SPARE_DELAY_ENV] = str(delay_s)
         with (self.run_dir / "logs" / "spare.log").open("ab") as log:
             self.spare = subprocess.Popen([sys.executable, "-m", "tag_actors.actor", str(self.run_dir), SPARE_ARG],
                                           stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.PIPE, env=env,
@@ -309,7 +314,7 @@ class Spawner:
         else:
             child = start_child(self.run_dir, name, self.counts[name])
         if self.warm:
-            self._start_spare()
+            self._start_spare(delay_s=SPARE_AFTER_RESTART_S)
         return child
 
     def close(self) -> None:

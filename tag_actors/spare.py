@@ -14,11 +14,13 @@ import importlib
 import json
 import logging
 import os
+import select
 import sys
 from pathlib import Path
 
 log = logging.getLogger("tag_actors.spare")
 SPARE_ARG = "--spare"
+SPARE_DELAY_ENV = "TAG_ACTORS_SPARE_DELAY_S"
 
 
 def preload(run_dir: Path) -> None:
@@ -50,8 +52,13 @@ def preload(run_dir: Path) -> None:
 
 
 def become(run_dir: Path) -> int:
-    """Preload, wait for a name, then run as that process (its log, its restart count)."""
+    """Preload, wait for a name, then run as that process (its log, its restart count). A spare started right
+    after a restart first waits ``SPARE_DELAY_ENV`` seconds (unless a name comes sooner): its imports would
+    otherwise take CPU from the process that has just been restarted."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s spare %(levelname)s %(message)s")
+    delay = float(os.environ.get(SPARE_DELAY_ENV) or 0)
+    if delay > 0:
+        select.select([sys.stdin], [], [], delay)
     preload(run_dir)
     line = sys.stdin.readline().split()
     if len(line) != 2:
