@@ -41,8 +41,9 @@ def status_records(run_dir: Path) -> list[dict]:
     return [e for e in read_events(run_dir, "env") if e["type"] == "status"]
 
 
-def run(run_dir: Path, steps: int, seed: int, every_s: float | None, chaos_seed: int, env_kill_at: int) -> dict:
-    cmd = [sys.executable, "-m", "tag_actors.launch", CONFIG, "--quiet", "--run-dir", str(run_dir),
+def run(run_dir: Path, steps: int, seed: int, every_s: float | None, chaos_seed: int, env_kill_at: int,
+        config: str = CONFIG) -> dict:
+    cmd = [sys.executable, "-m", "tag_actors.launch", config, "--quiet", "--run-dir", str(run_dir),
            "--seed", str(seed), "--set", f"run.total_env_steps={steps}", "--set", "run.metrics=false",
            "--set", "run.log_every_s=0.2", "--set", "run.restart=always", "--set", "run.max_restarts=1000",
            "--set", "run.checkpoint_every_s=5"]
@@ -123,10 +124,13 @@ def main() -> None:
     p.add_argument("--env-kill-at", type=int, default=3, help="the kill (0-based) that kills the env")
     p.add_argument("--last", type=int, default=200, help="episodes per agent in the final return")
     p.add_argument("--out", type=Path)
+    p.add_argument("--config", default=CONFIG, help="(balance_random.toml: a quick stress of the restarts)")
+    p.add_argument("--keep", type=Path, help="keep both run folders here (default: a temporary folder)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        calm = run(Path(tmp) / "calm", args.steps, args.seed, None, args.seed, args.env_kill_at)
-        chaos = run(Path(tmp) / "chaos", args.steps, args.seed, args.every, args.seed, args.env_kill_at)
+        where = args.keep or Path(tmp)
+        calm = run(where / "calm", args.steps, args.seed, None, args.seed, args.env_kill_at, args.config)
+        chaos = run(where / "chaos", args.steps, args.seed, args.every, args.seed, args.env_kill_at, args.config)
     for name, r in (("undisturbed", calm), ("chaos", chaos)):
         if r["code"] != 0:
             sys.exit(f"{name} run failed ({r['code']}):\n{r['stderr'][-3000:]}")

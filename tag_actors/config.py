@@ -79,8 +79,8 @@ class RunConfig:
     restart_window_s: float = 300.0
     """The window of max_restarts."""
     restart_backoff_s: float = 1.0
-    """Wait before the second restart in the window (the first is immediate); doubles with each further one (at
-    most 30 s)."""
+    """Wait before a process's second restart in the window (its first is immediate); doubles with each further
+    one of that process (at most 30 s)."""
     stall_timeout_s: float = 120.0
     """The launcher's stall watchdog: when no tick completes for this long while every process is up, it names who
     waits for whom and stops the run naming the stalled process (0: no watchdog). Must exceed log_every_s."""

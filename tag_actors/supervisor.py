@@ -18,8 +18,8 @@ supervisors are the model: the supervisor alone decides what a fault means; work
 
 What a fault leads to is the named process's level's policy (``restart_policy``: ``lN.restart``, else
 ``run.restart``). ``"never"`` stops the run. ``"always"`` restarts **that process alone** (Erlang's
-``one_for_one``), within ``RestartBudget`` (``run.max_restarts`` per ``run.restart_window_s``, backoff from the
-second restart in the window): whatever is left of it is killed (a stopped or stalled process cannot checkpoint),
+``one_for_one``), within ``RestartBudget`` (``run.max_restarts`` per ``run.restart_window_s``; a process's own
+backoff from its second restart in the window): whatever is left of it is killed (a stopped or stalled process cannot checkpoint),
 and ``spawn(name) -> Child`` starts it again. The new process resumes from its latest checkpoint and rejoins its
 neighbours with a new handshake; they held their links open for it (PROTOCOL.md §16). Lockstep across a restart:
 
@@ -329,7 +329,7 @@ class Supervisor:
             action = f"stopping the run ({', '.join(repr(c.name) for c in others)} failed too)"
         elif env_completed(self.run_dir):
             action = "not restarted: the run has completed its budget and is stopping"
-        elif (delay := self.budget.next_delay()) is None:
+        elif (delay := self.budget.next_delay(blame.name)) is None:
             action = (f"stopping the run: {self.budget.max_restarts} restarts within {self.budget.window_s:.0f}s "
                       "already (run.max_restarts, run.restart_window_s)")
         if delay is None:
@@ -344,7 +344,7 @@ class Supervisor:
                 culprit.proc.kill()
         culprit.proc.wait()
         time.sleep(delay)
-        self.budget.spend()
+        self.budget.spend(blame.name)
         (self.run_dir / "logs" / f"{file_name(blame.name)}.failure.json").unlink(missing_ok=True)
         self.children[self.children.index(culprit)] = self.spawn(blame.name)
         self.stopped_since.pop(blame.name, None)
@@ -440,27 +440,33 @@ def restart_policy(cfg: Any, level: int) -> str:
 
 @dataclass
 class RestartBudget:
-    """Erlang's restart intensity: at most ``max_restarts`` within ``window_s``. The first restart in the window
-    is immediate (a single crash costs no wait); each further one waits ``backoff_s``, doubled for every earlier
-    restart still in the window (at most 30 s), so a process that keeps crashing does not spin."""
+    """Erlang's restart intensity: at most ``max_restarts`` within ``window_s``, all processes together. The
+    backoff is per process: its first restart in the window is immediate (a single crash costs no wait), each
+    further one of the same process waits ``backoff_s``, doubled for every earlier one still in the window (at
+    most 30 s), so a process that keeps crashing does not spin while faults of different processes (a chaos
+    schedule, a flaky host) each come back at once."""
 
     max_restarts: int
     window_s: float
     backoff_s: float
     times: list[float] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
     total: int = 0
 
-    def next_delay(self, now: float | None = None) -> float | None:
-        """Seconds to wait before restarting now; None when the budget is spent."""
+    def next_delay(self, name: str = "", now: float | None = None) -> float | None:
+        """Seconds to wait before restarting ``name`` now; None when the budget is spent."""
         now = time.monotonic() if now is None else now
-        self.times = [t for t in self.times if now - t < self.window_s]
+        kept = [(t, n) for t, n in zip(self.times, self.names, strict=True) if now - t < self.window_s]
+        self.times, self.names = [t for t, _ in kept], [n for _, n in kept]
         if len(self.times) >= self.max_restarts:
             return None
-        if not self.times or not self.backoff_s:
+        earlier = self.names.count(name)
+        if not earlier or not self.backoff_s:
             return 0.0
-        return min(30.0, self.backoff_s * 2 ** (len(self.times) - 1))
+        return min(30.0, self.backoff_s * 2 ** (earlier - 1))
 
-    def spend(self, now: float | None = None) -> int:
+    def spend(self, name: str = "", now: float | None = None) -> int:
         self.times.append(time.monotonic() if now is None else now)
+        self.names.append(name)
         self.total += 1
         return self.total

@@ -49,17 +49,19 @@ def completed(run_dir: Path, steps: int) -> bool:
 # --- the budget ---------------------------------------------------------------------------------------------------
 
 
-def test_restart_budget_first_restart_is_immediate_then_backs_off():
-    budget = RestartBudget(max_restarts=3, window_s=10.0, backoff_s=1.0)
-    assert budget.next_delay(0.0) == 0.0  # a single crash costs no wait
-    budget.spend(0.0)
-    assert budget.next_delay(1.0) == 1.0
-    budget.spend(1.0)
-    assert budget.next_delay(2.0) == 2.0
-    budget.spend(2.0)
-    assert budget.next_delay(3.0) is None  # three within 10 s: give up
-    assert budget.next_delay(10.5) == 2.0  # the first has left the window
-    assert budget.total == 3
+def test_restart_budget_intensity_and_backoff_per_process():
+    budget = RestartBudget(max_restarts=4, window_s=10.0, backoff_s=1.0)
+    assert budget.next_delay("l2.0", 0.0) == 0.0  # a single crash costs no wait
+    budget.spend("l2.0", 0.0)
+    assert budget.next_delay("l1.0", 0.5) == 0.0  # another process: at once too
+    budget.spend("l1.0", 0.5)
+    assert budget.next_delay("l2.0", 1.0) == 1.0  # the same one again: backoff, doubling
+    budget.spend("l2.0", 1.0)
+    assert budget.next_delay("l2.0", 2.0) == 2.0
+    budget.spend("l2.0", 2.0)
+    assert budget.next_delay("env", 3.0) is None  # four within 10 s, whoever: give up
+    assert budget.next_delay("l2.0", 10.2) == 2.0  # the first has left the window
+    assert budget.total == 4
 
 
 class FakeProc:
