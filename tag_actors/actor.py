@@ -424,7 +424,7 @@ class Actor:
 
     # --- restarts (PROTOCOL.md "Restarts") ----------------------------------------------------------------------
 
-    def rejoin(self, lost: PeerLost) -> None:
+    def rejoin(self, lost: PeerLost) -> bool:
         """A neighbour vanished (or came back with a new HELLO). If the supervisor restarts it, wait for it to
         rejoin with a new handshake, within run.startup_timeout_s, then let the tick loop resynchronise the link
         (``on_rejoined``); otherwise, or if it does not come back in time, fail as before, naming it."""
@@ -439,6 +439,7 @@ class Actor:
             self._rejoin_child(link)
         log.info("%r rejoined %r after %.2fs", link.peer, link.me, time.monotonic() - started)
         self.on_rejoined(link)
+        return True
 
     def _rejoin_parent(self, link: ParentLink, hello: Message | None) -> None:
         """The child's side: the restarted parent connects again and sends HELLO; answer as at start-up."""
@@ -629,7 +630,8 @@ class AgentActor(Actor):
             need = [link for link in children if link not in self.early]
             first_ups = [link for link in need if link in self.rejoined]
             if first_ups or need:  # a rejoined child's first UP first: it may be for a tick already done here
-                self.early.update(self.hub.recv_from_all(first_ups or need, (Kind.UP,), None, "UP"))
+                self.early.update(self.hub.recv_from_all(first_ups or need, (Kind.UP,), None, "UP",
+                                                         partial_on_rejoin=True))
             behind = [link for link in children if link in self.rejoined and link in self.early
                       and self.early[link].tick < tick]
             for link in behind:

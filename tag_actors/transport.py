@@ -225,7 +225,7 @@ class Hub:
         self._auth = None
         self._last_log = 0.0
         self._reported_wait = False
-        self.on_peer_lost: Callable[[PeerLost], None] | None = None
+        self.on_peer_lost: Callable[[PeerLost], bool] | None = None
         """Called instead of raising PeerLost inside a wait (``recv_from_all``, ``drain``): a process whose peers
         a supervisor restarts waits there for the peer to rejoin, then the wait goes on (or it raises)."""
         self.rejoinable: set[str] = set()
@@ -478,15 +478,17 @@ class Hub:
         return got[link]
 
     def recv_from_all(self, links: list[Link], kinds: tuple[Kind, ...], timeout_s: float | None,
-                      what: str = "") -> dict[Link, Message]:
+                      what: str = "", partial_on_rejoin: bool = False) -> dict[Link, Message]:
         """One message of ``kinds`` from each link (the per-tick barrier of lockstep). Reads what is already
-        there before polling: on the hot path the message has usually arrived."""
+        there before polling: on the hot path the message has usually arrived. ``partial_on_rejoin``: return
+        what has arrived so far once a peer rejoined (``on_peer_lost`` returned True), so that the caller can
+        decide anew whom to wait for (a rejoined child may need an answer before the others can send)."""
         pending = list(links)
         got: dict[Link, Message] = {}
         started = time.monotonic()
         deadline = None if timeout_s is None else started + timeout_s
         try:
-            return self._recv_from_all(pending, got, kinds, timeout_s, deadline, what, started)
+            return self._recv_from_all(pending, got, kinds, timeout_s, deadline, what, started, partial_on_rejoin)
         finally:
             if self.on_wait is not None and self._reported_wait:
                 self._reported_wait = False
@@ -494,7 +496,7 @@ class Hub:
 
     def _recv_from_all(self, pending: list[Link], got: dict[Link, Message], kinds: tuple[Kind, ...],
                        timeout_s: float | None, deadline: float | None, what: str,
-                       started: float) -> dict[Link, Message]:
+                       started: float, partial_on_rejoin: bool = False) -> dict[Link, Message]:
         while True:
             try:
                 self._read_pending(pending, got, kinds)
@@ -504,7 +506,8 @@ class Hub:
             except PeerLost as e:
                 if self.on_peer_lost is None:
                     raise
-                self.on_peer_lost(e)  # back (a new handshake), or it raises: the wait goes on
+                if self.on_peer_lost(e) and partial_on_rejoin:  # back (a new handshake), or it raised
+                    return got
                 continue
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
