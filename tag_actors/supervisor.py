@@ -30,6 +30,8 @@ neighbours with a new handshake; they held their links open for it (PROTOCOL.md 
 - the env's counters continue: a restarted env takes the run's tick from its parents' HELLOs (its checkpoint is
   older) and starts new episodes in every copy (its simulator state is gone).
 
+The Ray backend does not restart one process (a Ray actor may come back on another node, with endpoints its
+neighbours do not know): its launcher loop restarts the whole run from its checkpoints (``on_fault`` says so).
 ``spawn`` is the seam for other backends: it returns anything with ``.name``, ``.log_path`` and a Popen-like
 ``.proc`` (``poll``, ``returncode``, ``pid``, ``send_signal``, ``kill``, ``wait``). The launcher's
 (``launch.Spawner``) hands the name to a warm spare that has already imported torch and the run's code.
