@@ -11,6 +11,9 @@ to the top, which answers STOP; every agent checkpoints, passes STOP down, and a
 subtree has. SIGTERM/SIGINT checkpoint and exit at once, with 128 + the signal's number (as a shell reports a
 process a signal ended), so that the launcher can tell an agent someone stopped from one that finished.
 
+This module is the process around the loop (handshakes, restarts, stopping, the entry point); the two tick loops
+are in ``tag_actors.loops`` and the ends of the link to the parent (``Inbox``, ``Outbox``) in ``tag_actors.mailbox``.
+
 For its supervisor each process keeps ``logs/<name>.state.json`` (its phase, and what it waits for once a wait
 passes half a second) and, when it fails, ``logs/<name>.failure.json`` (see ``write_failure``).
 """
@@ -34,9 +37,7 @@ import numpy as np
 
 from tag_actors import config as config_mod
 from tag_actors import protocol
-from tag_actors.agents import agent_class
 from tag_actors.hosts import CURVE_FIX, CurveRefused, alert, fingerprints, where
-from tag_actors.node import AgentNode, Report
 from tag_actors.protocol import (
     HandshakeError,
     Hello,
@@ -46,8 +47,6 @@ from tag_actors.protocol import (
     Welcome,
     check_hello,
     check_welcome,
-    pack_flags,
-    unpack_flags,
 )
 from tag_actors.runlog import write_episodes_csv, write_state
 from tag_actors.spaces import Space
@@ -97,117 +96,6 @@ def closing() -> Iterator[None]:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_IGN)
         raise Shutdown(_deferred[0])
-
-
-def up_message(report: Report, tick: int, env_steps: int, stop: bool) -> Message:
-    """A node's Report as an UP message (PROTOCOL.md §5.4)."""
-    flags = pack_flags(report.terminated, report.truncated, report.first)
-    return protocol.up_message(report.message, report.reward, flags, tick, env_steps, stop)
-
-
-def report_of(msg: Message) -> Report:
-    """An UP message as a Report (its arrays were checked on receipt against what the link agreed, §6)."""
-    terminated, truncated, first = unpack_flags(msg.arrays["f"])
-    return Report(msg.arrays["x"], msg.arrays["r"], terminated, truncated, first)
-
-
-class Inbox:
-    """A child's end of the link to its parent, as seen by the tick loop: the parent's latest instruction.
-
-    lockstep: at a tick where the parent decides, wait for its DOWN (the decision clock of PROTOCOL.md §9.1,
-    ``protocol.waits_for_down``); async: never wait, take the newest DOWN that has arrived (§9.3). Either way STOP
-    is noticed, and staleness (ticks and seconds since the parent computed the instruction) is tracked for
-    metrics. A REJECT (the parent refused this child's WELCOME, §8.2) ends the process with the parent's reason.
-    """
-
-    KINDS = (Kind.DOWN, Kind.STOP, Kind.REJECT)
-
-    def __init__(self, hub: Hub, link: ParentLink, wait: bool):
-        self.hub, self.link, self.wait = hub, link, wait
-        self.latest: np.ndarray | None = None
-        self.tick = 0
-        self.sent_at = 0.0
-        self.stopped = False
-        self.awaiting: int | None = None
-        """The tick whose DOWN this child is blocked on (a restarted parent is sent that tick's UP again)."""
-
-    def _take(self, msg: Message) -> None:
-        if msg.kind == Kind.DOWN:
-            self.latest, self.tick = msg.arrays["a"], msg.tick
-            self.sent_at = msg.meta.get(protocol.META_SENT_AT) or time.time()
-        elif msg.kind == Kind.STOP:
-            self.stopped = True
-        else:
-            raise HandshakeError(f"parent {self.link.peer!r} rejected {self.link.me!r}: {msg.meta.get('reason')}")
-
-    def update(self, parent_decides: bool, tick: int) -> None:
-        """Called right after sending UP for ``tick``. Lockstep, the DOWN awaited is the one for this tick (§5.5):
-        one for another tick (a parent that sent DOWN where the clock says it must not) is dropped and counted,
-        rather than applied late in silence."""
-        if (self.wait and parent_decides) or self.latest is None:
-            self.awaiting = tick
-            while True:
-                msg = self.hub.recv(self.link, self.KINDS, None, "DOWN")
-                if self.wait and msg.kind == Kind.DOWN and msg.tick != tick:
-                    self.hub.count_bad(self.link.peer, "tick", f"DOWN for tick {msg.tick} while {self.link.me!r} "
-                                       f"waits for the DOWN of tick {tick} (PROTOCOL.md §9.1)")
-                    continue
-                self._take(msg)
-                break
-            self.awaiting = None
-        if not self.wait:
-            for msg in self.hub.drain(self.link, self.KINDS):
-                self._take(msg)
-
-    def wait_stop(self) -> None:
-        while not self.stopped:
-            self._take(self.hub.recv(self.link, self.KINDS, None, "STOP"))
-
-
-class Outbox:
-    """A child's end of the link to its parent, going up: reports held until the parent needs them.
-
-    A parent that decides every k ticks reads its children only then, so the reports of the ticks in between
-    travel together at its decision tick: one wake-up of the parent per decision instead of one per tick. The
-    parent still replays every tick in order, so lockstep runs stay identical to in-process ones.
-    """
-
-    def __init__(self, actor: Actor, link: ParentLink):
-        self.actor, self.link = actor, link
-        self.held: list[Message] = []
-        self.last_sent: Message | None = None
-        self.resync = False
-        """Set when the parent rejoined after a restart: the next flush sends only the newest report, the one
-        the fresh parent takes its clock from (PROTOCOL.md "Restarts")."""
-
-    def put(self, msg: Message, flush: bool) -> None:
-        self.held.append(msg)
-        if flush:
-            self.flush()
-
-    def flush(self) -> None:
-        while True:
-            try:
-                batch = self.held[-1:] if self.resync else self.held
-                for msg in batch:
-                    self.actor.send(self.link, msg)
-                    self.last_sent = msg
-                self.held.clear()
-                self.resync = False
-                return
-            except PeerLost as e:  # the parent vanished mid-send: wait for it to rejoin, then send again
-                self.actor.rejoin(e)
-
-    def rejoined(self, inbox: Inbox | None) -> None:
-        """The parent is back (a new handshake). If the DOWN answering the last report sent is still owed (this
-        child waits for it now, or will once it gets there), send that report again now; otherwise the next flush
-        sends only the newest report."""
-        self.resync = True
-        owed = (not self.held and inbox is not None and self.last_sent is not None
-                and inbox.tick < self.last_sent.tick)
-        if owed:
-            self.held.append(self.last_sent)
-            self.flush()
 
 
 def pin_cpus(policy: str, is_env: bool, env_on_this_host: bool) -> set[int] | None:
@@ -489,262 +377,6 @@ class Actor:
             link.established = False  # its process may exit now; that is no longer a lost peer
 
 
-class EnvActor(Actor):
-    def run(self) -> str:
-        from tag_actors.envs import make_env
-        from tag_actors.level_env import EnvLevel
-        from tag_actors.recorder import EnvRecorder
-
-        cfg = self.cfg
-        env = make_env(cfg.env.kind, cfg.env.scenario, cfg.env.num_envs, cfg.run.seed, dict(cfg.env.kwargs),
-                       device=cfg.env.device)
-        level = EnvLevel(env, cfg.env.max_steps)
-        if len(level.names) != cfg.env.n_agents:
-            raise config_mod.ConfigError(f"{cfg.source}: env.n_agents = {cfg.env.n_agents} but {cfg.env.kind} "
-                                         f"{cfg.env.scenario!r} has {len(level.names)} agents")
-        links = {c: self.hub.serve_parent(self.plan.endpoints[c], self.plan.parent[c], me=c) for c in level.names}
-        self.welcome_parents([(link, level.message_space(child), level.instruction_space(child),
-                               level.info(child)) for child, link in links.items()])
-        recorder = EnvRecorder(self.run_dir, level.level0, self.metrics, cfg.run.log_every_s,
-                               cfg.run.checkpoint_every_s)
-        if self.resume:
-            recorder.restore()
-        if self.parent_ticks:  # restarted mid-run: the run's clock is the one its parents kept (PROTOCOL.md)
-            recorder.continue_clock(max(self.parent_ticks.values()), cfg.env.num_envs)
-        if self.restarts:
-            recorder.log.write("restarted", restarts=self.restarts, ticks=recorder.ticks)
-        self.clock = recorder.ticks
-        ordered = list(links.items())
-        wait = cfg.level_mode(1) == "lockstep"
-        inboxes = {c: Inbox(self.hub, link, wait) for c, link in ordered}
-        outboxes = {c: Outbox(self, link) for c, link in ordered}
-        self.boxes = {link: (outboxes[c], inboxes[c]) for c, link in ordered}
-        if self.restarts:  # rejoined mid-run: neutral actions until each parent's next decision tick (PROTOCOL.md)
-            for c, inbox in inboxes.items():
-                inbox.latest = level.instruction_space(c).zeros(cfg.env.num_envs)
-        self.set_phase("running")
-        reason = "interrupted"
-        try:
-            reports = level.reset(cfg.run.seed + recorder.ticks)  # a resumed run sees new episodes
-            tick, stop = recorder.ticks, False  # the run's clock; continues on --resume
-            start_tick = tick
-            periods = {c: self.plan.node(self.plan.parent[c]).period for c in links}
-            while True:
-                steps = level.level0.env_steps
-                all_ended = bool(level.level0.pending_reset.all())
-                fresh = tick == start_tick and not self.restarts  # a restarted env joins its parents' clock
-                decides = {c: protocol.waits_for_down(fresh, tick, periods[c], all_ended) for c in links}
-                for child, _ in ordered:
-                    outboxes[child].put(up_message(reports[child], tick, steps, stop), stop or decides[child])
-                if stop:
-                    self.set_phase("stopping")
-                    for inbox in inboxes.values():
-                        inbox.wait_stop()
-                    for _, link in ordered:
-                        link.established = False
-                        link.send(protocol.bye_message())
-                    reason = "completed"
-                    return reason
-                for child, inbox in inboxes.items():
-                    inbox.update(decides[child], tick)
-                started = time.perf_counter()
-                reports = level.step({c: inbox.latest for c, inbox in inboxes.items()})
-                if self.metrics:
-                    self.metrics.observe_act(time.perf_counter() - started)
-                    self.metrics.tick()
-                    self.metrics.env_steps(level.level0.env_steps - steps)
-                recorder.after_tick()
-                tick += 1
-                self.clock = tick
-                stop = level.level0.env_steps >= cfg.run.total_env_steps or any(
-                    i.stopped for i in inboxes.values())
-        finally:
-            with closing():
-                recorder.close(reason)
-                env.close()
-
-
-    def on_rejoined(self, link: Link) -> None:
-        outbox, inbox = self.boxes[link]
-        outbox.rejoined(inbox)
-
-
-class AgentActor(Actor):
-    def run(self) -> str:
-        from tag_actors.recorder import NodeRecorder
-
-        cfg, spec = self.cfg, self.plan.node(self.name)
-        # Import the agent's code (torch, for learners) before the handshakes, not after: every process then loads
-        # at once, instead of each level waiting for the one below it to load before it starts loading.
-        agent_class(spec.agent_type)
-        parent = self.plan.parent[self.name]
-        parent_link = self.hub.serve_parent(self.plan.endpoints[self.name], parent) if parent else None
-        children = [self.hub.connect_child(self.plan.endpoints[c], c) for c in spec.children]
-        sends = cfg.instruction_space(spec.level) if spec.level >= 2 else None
-        hello = Hello(self.name, "", cfg.env.num_envs, sends, spec.period, cfg.level_mode(spec.level), fp=self.fp)
-        welcomes = self.greet_children(children, hello, sends)
-        instruction = cfg.instruction_space(spec.level + 1) if parent else None
-        node = AgentNode(spec, cfg.env.num_envs, [w.message_space.flat_dim for w in welcomes],
-                         [w.instruction_space for w in welcomes], instruction,
-                         welcomes[0].info if spec.level == 1 else None)
-        if self.metrics:
-            from tag_actors.run_metrics import enable_agent_metrics
-
-            enable_agent_metrics(self.metrics, node.agent, parent,
-                                 parent is not None and cfg.level_mode(spec.level + 1) == "lockstep")
-            if hasattr(node.agent, "on_call"):  # LLM agents report each call's outcome and tokens
-                node.agent.on_call = self.metrics.llm_call
-        if parent_link:
-            self.welcome_parents([(parent_link, node.message_space, instruction, {})])
-        recorder = NodeRecorder(self.run_dir, node, self.metrics, cfg.run.checkpoint_every_s)
-        if self.resume:
-            recorder.restore()
-        if self.restarts:  # restarted mid-run: the episodes in flight began before this process (cut, PROTOCOL.md)
-            node.cut[:] = True
-            recorder.log.write("restarted", restarts=self.restarts, ticks=node.ticks)
-        self.clock = node.ticks
-        self.set_phase("running")
-        reason = "interrupted"
-        try:
-            reason = self.loop(node, children, parent_link, recorder)
-            return reason
-        finally:
-            with closing():
-                recorder.close(reason)
-                node.agent.close()
-
-    def on_rejoined(self, link: Link) -> None:
-        if isinstance(link, ParentLink):
-            self.outbox.rejoined(self.inbox)
-        else:
-            self.rejoined.add(link)
-            self.early.pop(link, None)
-
-    def read_children(self, children: list[ChildLink], tick: int,
-                      node: AgentNode) -> tuple[list[Message], bool]:
-        """The UP of every child for ``tick``: (messages in child order, whether a placeholder stood in for a
-        child). A restarted child resumes at the tick its own children are at, which may be ahead of this clock:
-        its UP waits here until this node reaches that tick, and placeholders stand in for it meanwhile
-        (PROTOCOL.md "Restarts")."""
-        while True:
-            need = [link for link in children if link not in self.early]
-            first_ups = [link for link in need if link in self.rejoined]
-            if first_ups or need:  # a rejoined child's first UP first: it may be for a tick already done here
-                self.early.update(self.hub.recv_from_all(first_ups or need, (Kind.UP,), None, "UP",
-                                                         partial_on_rejoin=True))
-            behind = [link for link in children if link in self.rejoined and link in self.early
-                      and self.early[link].tick < tick]
-            for link in behind:
-                # the child died waiting for the DOWN of a tick this node has done (its UP of that tick came
-                # before): that DOWN again, and the UP dropped (it is in this node's books already)
-                msg = self.early.pop(link)
-                log.info("rejoined %r resumes at tick %d, %r is at tick %d: sending it that tick's DOWN again",
-                         link.peer, msg.tick, self.name, tick)
-                self.send(link, protocol.down_message(node.split(node.held)[children.index(link)], msg.tick, None))
-            if not behind and all(link in self.early for link in children):
-                break
-        msgs: list[Message | None] = []
-        for link in children:
-            msg = self.early[link]
-            if link in self.rejoined:
-                if msg.tick > tick:
-                    msgs.append(None)
-                    continue
-                self.rejoined.discard(link)
-            del self.early[link]
-            msgs.append(msg)
-        real = next((m for m in msgs if m is not None), None)
-        filled = real is None or any(m is None for m in msgs)
-        out = [m if m is not None else placeholder_up(link, tick, real) for m, link in zip(msgs, children,
-                                                                                          strict=True)]
-        return out, filled
-
-    def loop(self, node: AgentNode, children: list[ChildLink], parent_link: ParentLink | None,
-             recorder: Any) -> str:
-        hub, metrics, cfg = self.hub, self.metrics, self.cfg
-        level = node.spec.level
-        parent_period = self.plan.node(parent_link.peer).period if parent_link else 0
-        inbox = Inbox(hub, parent_link, cfg.level_mode(level + 1) == "lockstep") if parent_link else None
-        outbox = Outbox(self, parent_link) if parent_link else None
-        self.inbox, self.outbox = inbox, outbox
-        if inbox is not None and self.restarts:  # rejoined mid-run: a neutral instruction until the parent's next
-            inbox.latest = node.instruction_space.zeros(cfg.env.num_envs)  # decision tick (PROTOCOL.md)
-        self.rejoined: set[ChildLink] = set()
-        self.early: dict[ChildLink, Message] = {}
-        children_wait = cfg.level_mode(level) == "lockstep"
-        staleness = [0.0, 0.0, 0]  # sum of ticks, sum of seconds, count
-        backlog = 0
-        first = True
-        while True:
-            tick = self.clock = node.ticks  # the run's clock (continues on --resume); on_instruction advances it
-            if first:  # this process's first tick takes the clock from its children, whoever rejoined meanwhile
-                self.rejoined.clear()
-            msgs, filled = self.read_children(children, tick, node)
-            if filled:  # ticks of a restarted child's subtree that nobody lived: this node's episodes are cut
-                node.cut[:] = True
-            if first:
-                first = False
-                if msgs[0].tick != tick:  # resumed from a checkpoint older (or newer) than its children's
-                    log.warning("checkpoint at tick %d, children at tick %d: taking the run's clock from them",
-                                tick, msgs[0].tick)
-                    recorder.log.write("clock", checkpoint_tick=tick, run_tick=msgs[0].tick)
-                    node.ticks = tick = self.clock = msgs[0].tick
-            env_steps = msgs[0].meta.get("e", 0)
-            stop = any(m.meta.get("stop") for m in msgs)
-            report = node.on_children([report_of(m) for m in msgs])
-            parent_decides = inbox is not None and not stop and node.decides_at(parent_period,
-                                                                                 joined=self.restarts > 0)
-            # An async parent's answer is not awaited, so the children get their actions before the reports go
-            # up (they are off the critical path). Lockstep, a stop, or the first instruction: reports first.
-            report_late = inbox is not None and not (inbox.wait or stop or inbox.latest is None)
-            if inbox is not None:
-                sent = time.perf_counter()
-                outbox.put(up_message(report, tick, env_steps, stop), (stop or parent_decides) and not report_late)
-                if not stop:
-                    inbox.update(parent_decides, tick)
-                    if metrics and inbox.wait and parent_decides:
-                        metrics.observe_roundtrip(parent_link.peer, time.perf_counter() - sent)
-                    stop = inbox.stopped
-            if stop:
-                self.set_phase("stopping")
-                recorder.after_tick(env_steps)
-                recorder.checkpoint()
-                self.stop_children(children)
-                if inbox is not None:
-                    inbox.wait_stop()
-                    parent_link.established = False
-                    parent_link.send(protocol.bye_message())
-                recorder.log.write("staleness", ticks_mean=staleness[0] / max(staleness[2], 1),
-                                   seconds_mean=staleness[1] / max(staleness[2], 1), decisions=staleness[2])
-                return "completed"
-            # async: when every child is already a tick ahead, keep the books and decide later on fresher news
-            behind = not children_wait and all(hub.pending(link) for link in children)
-            backlog = backlog + 1 if behind else 0
-            actions = node.on_instruction(inbox.latest if inbox else None, allow_decision=not behind)
-            if node.decided:  # otherwise the children keep what they hold without asking (§9.1)
-                now = time.time()
-                for link, action in zip(children, actions, strict=True):
-                    if link in self.rejoined:  # a placeholder stood in: that child did not live this tick
-                        continue
-                    self.send(link, protocol.down_message(action, tick, now if "ts" in link.caps else None))
-                if inbox is not None:
-                    age_ticks, age_s = tick - inbox.tick, now - inbox.sent_at
-                    staleness[0] += age_ticks
-                    staleness[1] += age_s
-                    staleness[2] += 1
-                    if metrics and not inbox.wait:  # async parent: lockstep instructions are never stale
-                        metrics.staleness(age_ticks, age_s)
-            if report_late and parent_decides:
-                outbox.flush()
-            node.maybe_update()
-            if metrics:
-                metrics.tick()
-                metrics.queue_depth("children", backlog)  # ticks this agent is behind its children (async)
-                if node.decided:
-                    metrics.decision(node.last_act_seconds)
-            recorder.after_tick(env_steps)
-
-
 def rejoinable_peers(cfg: config_mod.Config, plan: Plan, name: str) -> set[str]:
     """The peers on this process's links that the supervisor restarts after a fault (their level's restart
     policy is 'always'), so that this process waits for them to rejoin instead of exiting. None on several
@@ -757,19 +389,6 @@ def rejoinable_peers(cfg: config_mod.Config, plan: Plan, name: str) -> set[str]:
     peers, _served = process_links(plan, name)
     return {p for p in peers
             if restart_policy(cfg, plan.level_of(plan.process_of(p))) == "always"}
-
-
-def placeholder_up(link: Link, tick: int, like: Message | None) -> Message:
-    """The UP of a tick that a restarted child's subtree never lived (its clock resumed past this one): zero
-    message and reward, the flags of a sibling that did live it (none: no flags)."""
-    agreed = link.agreed[Kind.UP]
-    batch = agreed.batch
-    arrays = {name: np.zeros(shape, dtype) for (name, _, _), shape, dtype
-              in zip(agreed.specs, agreed.shapes, agreed.dtypes, strict=True)}
-    if like is not None:
-        arrays["f"] = like.arrays["f"]
-    return Message(Kind.UP, link.peer, tick=tick, batch=batch, arrays=arrays,
-                   meta={protocol.META_ENV_STEPS: like.meta.get(protocol.META_ENV_STEPS, 0) if like else 0})
 
 
 def write_failure(run_dir: Path, name: str, kind: str, message: str, **fields: Any) -> None:
@@ -822,6 +441,8 @@ def run_process(run_dir: Path, name: str, security: Any = None) -> int:
         profiler = cProfile.Profile(time.thread_time) if cpu else cProfile.Profile()
         profiler.enable()
     try:
+        from tag_actors.loops import AgentActor, EnvActor  # they build on Actor, defined here
+
         actor = (EnvActor if args.name == ENV else AgentActor)(args.run_dir, args.name, security)
         reason = actor.run()
         log.info("finished: %s", reason)
