@@ -37,7 +37,7 @@ class TagProcess:
         self.held: list[socket.socket] = []
         with contextlib.suppress(OSError):  # the driver's folder, for relative paths in the config
             os.chdir(cwd)
-        import tag_actors.actor  # noqa: F401  (its imports, torch among them, load while the others are placed)
+        import tag_actors.loops  # noqa: F401  (its imports, torch among them, load while the others are placed)
 
     def where(self) -> dict[str, Any]:
         return {"node_id": ray.get_runtime_context().get_node_id(), "ip": ray.util.get_node_ip_address(),
