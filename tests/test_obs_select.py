@@ -98,7 +98,8 @@ def test_node_observes_only_the_selection_and_sends_everything_up(agent, childre
 
 LOCAL_CONFIGS = ["balance_local.toml", "balance_local_ippo.toml", "balance_local_mappo.toml",
                  "balance_local_mappo_ppo.toml", "balance_local_2mappo_ppo.toml", "navigation_local.toml",
-                 "navigation_local_mappo.toml"]
+                 "navigation_local_mappo.toml", "navigation_local_ippo.toml", "navigation_local_mappo_ppo.toml",
+                 "navigation_local_3ppo.toml", "navigation_local_2mappo_ppo.toml"]
 
 
 @pytest.mark.parametrize("name", LOCAL_CONFIGS)
