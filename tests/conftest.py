@@ -154,6 +154,32 @@ def env_steps(run_dir: Path) -> int:
     return max((e["env_steps"] for e in read_events(run_dir, "env") if e["type"] == "status"), default=0)
 
 
+def live_processes() -> dict[int, str]:
+    """pid -> command line (arguments joined by spaces) of every live, not zombie, process of this machine but
+    the test's own; for teardowns that prove a server or cluster left nothing behind."""
+    out = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z":
+            out[int(pid)] = cmd
+    return out
+
+
+def load_benchmark(name: str):
+    """benchmarks/NAME.py as a module (benchmarks/ is not a package)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.pop(0)
+
+
 def descendants_alive(run_dir: Path) -> dict[str, int]:
     """name -> pid of the actor processes of that run still alive."""
     return actor_pids(run_dir)

@@ -4,12 +4,12 @@ critic see, a short hierarchical PPO run on VMAS balance beats random, and evalu
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import load_benchmark
 
 from tag_actors import config as config_mod
 from tag_actors.agents import agent_class
@@ -32,13 +32,7 @@ def balance_config(levels: list[dict], **run) -> config_mod.Config:
 
 
 def learning_bench():
-    """benchmarks/learning.py as a module (benchmarks/ is not a package)."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import learning
-    finally:
-        sys.path.pop(0)
-    return learning
+    return load_benchmark("learning")
 
 
 def env_returns(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import env_steps, wait_for
+from conftest import env_steps, live_processes, wait_for
 
 ray = pytest.importorskip("ray", reason="the Ray backend's tests need Ray: pip install 'tag_actors[ray]'")
 from ray.cluster_utils import Cluster  # noqa: E402
@@ -27,19 +27,9 @@ ONE_LEVEL_PER_NODE = ["--set", 'placement.ray.levels.0="label:tag_zone=a"', "--s
 
 def ray_processes() -> dict[int, str]:
     """pid -> command line of every live Ray process of this machine (raylet, GCS, workers, agents)."""
-    out = {}
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if state != "Z" and ("ray::" in cmd or "raylet" in cmd or "gcs_server" in cmd or "default_worker.py" in cmd
-                             or "/ray/" in cmd and "agent" in cmd):
-            out[int(pid)] = cmd
-    return out
+    return {pid: cmd for pid, cmd in live_processes().items()
+            if "ray::" in cmd or "raylet" in cmd or "gcs_server" in cmd or "default_worker.py" in cmd
+            or "/ray/" in cmd and "agent" in cmd}
 
 
 def raylet_of(pid: int) -> int | None:

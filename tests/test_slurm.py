@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import live_processes
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "slurm_local.sh"
@@ -22,18 +23,7 @@ pytestmark = pytest.mark.slow  # a Slurm cluster and a Ray cluster
 
 def processes_mentioning(text: str) -> dict[int, str]:
     """pid -> command line of the live (not zombie) processes whose command line contains ``text``."""
-    out = {}
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if text in argv and state != "Z":
-            out[int(pid)] = argv[:160]
-    return out
+    return {pid: cmd[:160] for pid, cmd in live_processes().items() if text in cmd}
 
 
 def wait_gone(text: str, timeout_s: float) -> dict[int, str]:

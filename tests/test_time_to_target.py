@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_benchmark
 
 from tag_actors import config as config_mod
 
@@ -13,13 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def bench():
-    """benchmarks/time_to_target.py as a module (benchmarks/ is not a package)."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import time_to_target
-    finally:
-        sys.path.pop(0)
-    return time_to_target
+    return load_benchmark("time_to_target")
 
 
 def episodes(t: float, steps: int, per_agent: list[list[float]]) -> dict:
