@@ -341,6 +341,14 @@ def _interrupt(signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def catch_interrupts() -> None:
+    """SIGINT and SIGTERM both stop the run cleanly. SIGINT is set explicitly: a launcher started as a background
+    job of a script inherits SIGINT ignored (Python then installs no Ctrl-C handler), and ``kill -INT`` must still
+    stop it."""
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
 def _main_serial(cfg: config_mod.Config, run_dir: Path, resume: bool, quiet: bool) -> int:
     """The whole hierarchy in this process (``--serial``): stopped by Ctrl-C or SIGTERM, it still checkpoints
     every agent and writes episodes.csv, as an actor run does."""
@@ -350,7 +358,7 @@ def _main_serial(cfg: config_mod.Config, run_dir: Path, resume: bool, quiet: boo
     (run_dir / "config.json").write_text(json.dumps({"config": cfg.to_dict(), "source": cfg.source}))
     end = RunEnd.start(cfg, run_dir, quiet)
     print(f"run {cfg.run.name!r}: the whole hierarchy in this process (--serial); run folder {run_dir}")
-    signal.signal(signal.SIGTERM, _interrupt)
+    catch_interrupts()
     code = 0
     try:
         run_serial(cfg, run_dir, progress=end.watcher.tick, resume=resume)
@@ -412,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in external:
         print(external_instructions(cfg, run_dir, wiring, name), flush=True)
     end = RunEnd.start(cfg, run_dir, args.quiet)
-    signal.signal(signal.SIGTERM, _interrupt)
+    catch_interrupts()
     code = 130
     children: list[Child] = []
     budget = RestartBudget(cfg.run.max_restarts, cfg.run.restart_window_s, cfg.run.restart_backoff_s)

@@ -146,6 +146,22 @@ def test_double_interrupt_still_writes_episodes(launch, tmp_path):
     assert len(rows) > 1 and rows[0][0] == "name"
 
 
+@pytest.mark.parametrize("serial", [False, True])
+def test_interrupt_stops_a_launcher_started_with_sigint_ignored(launch, tmp_path, serial):
+    """A background job of a script inherits SIGINT ignored (Python then installs no Ctrl-C handler): ``kill -INT``
+    must still stop the run cleanly, as Ctrl-C does (failed this way in a CI run started with ``&``)."""
+    run_dir = tmp_path / "run"
+    ignoring = ("sh", "-c", 'trap "" INT; exec "$0" "$@"')
+    proc = launch.start("configs/balance_random.toml", "--quiet", "--run-dir", str(run_dir), *SMALL, *FOREVER,
+                        *(["--serial"] * serial), prefix=ignoring)
+    wait_for(lambda: env_steps(run_dir) > 300, 90, "the run to make progress")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err, err
+    assert len(list(csv.reader((run_dir / "episodes.csv").open()))) > 1
+
+
 def test_launcher_killed_leaves_episodes_and_no_traceback(launch, tmp_path):
     """kill -9 of the launcher: its children stop (parent-death signal), and the last one out writes
     episodes.csv; no process prints a traceback on the way."""
