@@ -27,6 +27,7 @@ from tag_actors.config_files import find_config
 from tag_actors.end_of_run import RunEnd, check_loggers
 from tag_actors.external import external_instructions, missing_externals
 from tag_actors.hosts import HandshakeWatch, remote_places
+from tag_actors.procs import live_processes
 from tag_actors.progress import RunWatcher
 from tag_actors.runlog import checkpoint_ticks, file_name, read_events, write_episodes_csv
 from tag_actors.spare import SPARE_ARG, SPARE_DELAY_ENV
@@ -208,19 +209,12 @@ class Child:
 def actor_pids(run_dir: Path) -> dict[str, int]:
     """name -> pid of the live actor processes of ``run_dir`` (their argv ends with ``RUN_DIR NAME``)."""
     out = {}
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if "tag_actors.actor" in argv and len(argv) >= 2 and argv[-2] == str(run_dir) and state != "Z":
+    for pid, argv in live_processes().items():
+        if "tag_actors.actor" in argv and len(argv) >= 2 and argv[-2] == str(run_dir):
             name = argv[-1]
             if name == SPARE_ARG:  # a warm spare keeps its argv when it becomes a process: its state file names it
-                name = next((n for n, st in read_states(run_dir).items() if st.get("pid") == int(pid)), "spare")
-            out[name] = int(pid)
+                name = next((n for n, st in read_states(run_dir).items() if st.get("pid") == pid), "spare")
+            out[name] = pid
     return out
 
 

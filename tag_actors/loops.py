@@ -95,7 +95,6 @@ class EnvActor(Actor):
                 recorder.close(reason)
                 env.close()
 
-
     def on_rejoined(self, link: Link) -> None:
         outbox, inbox = self.boxes[link]
         outbox.rejoined(inbox)

@@ -1,4 +1,5 @@
-"""Saying why a process died: its exit code or signal, and the last lines of its log.
+"""Saying why a process died (its exit code or signal, and the last lines of its log), and reading this
+machine's /proc (a process's state letter, the live processes' argv).
 
 Shared by the launcher, the model-server script and the tests' server fixtures, so that a server that dies under
 a test (the model server on its first completion, Prometheus on a bad flag) is reported as "killed by SIGILL"
@@ -7,6 +8,7 @@ with its own last words, never as the "Remote end closed connection" its client 
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 from pathlib import Path
@@ -50,3 +52,29 @@ def death_report(what: str, proc: subprocess.Popen, log_path: Path | str | None,
     proc.poll()
     return f"{what} (pid {proc.pid}) {describe_exit(proc.returncode)}; last lines of {log_path}:\n" + log_tail(
         log_path, lines)
+
+
+def process_state(pid: int) -> str:
+    """The one-letter state of a process in /proc (R, S, D, T, t, Z, ...); '' when it is gone or unknown."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
+def process_argv(pid: int) -> list[str] | None:
+    """The argv of a live (not zombie) process; None when it is gone, a zombie or unreadable."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
+    except OSError:
+        return None
+    return argv if process_state(pid) not in ("", "Z") else None
+
+
+def live_processes() -> dict[int, list[str]]:
+    """pid -> argv of every live, not zombie, process of this machine but the caller's own."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid() and (argv := process_argv(int(entry))) is not None:
+            out[int(entry)] = argv
+    return out

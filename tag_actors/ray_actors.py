@@ -17,8 +17,8 @@ from typing import Any
 import ray
 from ray.exceptions import RayActorError
 
+from tag_actors.procs import process_state
 from tag_actors.runlog import file_name
-from tag_actors.supervisor import process_state
 
 TOKEN_FILE = ".ray_run_token"
 """The driver's token in the run folder: an actor that reads it sees the same folder."""

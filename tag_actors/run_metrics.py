@@ -42,6 +42,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from tag_actors.metrics import unknown_link
 from tag_actors.metrics_serving import ScrapeClock, read_file_sd, serve_registry, stop_serving, write_file_sd
+from tag_actors.procs import process_argv
 
 STATES = ("running", "finished", "failed", "stopped")
 _STAMP = "%Y%m%d-%H%M%S"
@@ -224,12 +225,8 @@ def finish(metrics: RunMetrics | None, exit_code: int, sd_file: Path | None, lin
 
 def launcher_alive(pid: int) -> bool:
     """Whether ``pid`` is a live tag_actors launcher (not a zombie, not a recycled pid of something else)."""
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z" and b"tag_actors.launch" in argv
+    argv = process_argv(pid)
+    return argv is not None and "tag_actors.launch" in argv
 
 
 def sweep_links(targets_dir: Path) -> list[Path]:

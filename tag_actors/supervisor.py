@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from tag_actors.procs import describe_exit, log_tail
+from tag_actors.procs import describe_exit, log_tail, process_state
 from tag_actors.runlog import file_name, read_state
 
 PEER_LOST_EXIT = 3
@@ -86,14 +86,6 @@ class ChildProcess(Protocol):
 Spawn = Callable[[str], ChildProcess]
 """``spawn(name) -> Child``: start process ``name`` again (the launcher's, or another backend's). The new process
 resumes from its checkpoint and rejoins its neighbours (PROTOCOL.md "Restarts")."""
-
-
-def process_state(pid: int) -> str:
-    """The one-letter state of a process in /proc (R, S, D, T, t, Z, ...); '' when it is gone or unknown."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return ""
 
 
 def child_state(child: Any) -> str:

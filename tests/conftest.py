@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import zmq
 
+from tag_actors import procs
 from tag_actors.launch import actor_pids
 from tag_actors.runlog import read_events
 from tag_actors.topology import socket_dir_of
@@ -157,18 +158,7 @@ def env_steps(run_dir: Path) -> int:
 def live_processes() -> dict[int, str]:
     """pid -> command line (arguments joined by spaces) of every live, not zombie, process of this machine but
     the test's own; for teardowns that prove a server or cluster left nothing behind."""
-    out = {}
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if state != "Z":
-            out[int(pid)] = cmd
-    return out
+    return {pid: " ".join(argv) for pid, argv in procs.live_processes().items()}
 
 
 def load_benchmark(name: str):
